@@ -1,0 +1,19 @@
+"""Model family: Lambda-ResNets (published architecture), the ResNet-50 baseline, checkpoints."""
+
+from lambda_repro.models import lambda_resnet, resnet  # noqa: F401  (registers the models)
+from lambda_repro.models._registry import create_model, list_models, register_model
+from lambda_repro.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from lambda_repro.models.lambda_layer import LambdaLayer
+from lambda_repro.models.lambda_resnet import LambdaResNet
+
+__all__ = [
+    "CheckpointError",
+    "LambdaLayer",
+    "LambdaResNet",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "read_checkpoint",
+    "register_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,110 @@
+"""The lambda layer of LambdaNetworks (Bello, ICLR 2021), as in the published checkpoint.
+
+A lambda layer summarises its context into small linear functions ("lambdas") and
+applies them to every query:
+
+* content lambda: ``softmax_m(K)`` contracted with ``V`` over all positions -> ``(k, v)``;
+* position lambdas: a learned ``r x r`` relative-position embedding applied to ``V``
+  around every query position -> ``(k, v)`` per position;
+* output ``y = q . (lambda_c + lambda_p)`` for each of ``heads`` query heads, whose
+  outputs are concatenated to ``heads * value_dim = channels``.
+
+Submodule names and shapes are exactly the published ones (``conv_qkv``, ``norm_q``,
+``norm_v``, ``lambda_conv``), so its checkpoint loads without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lambda_repro.models.lambda_reference import position_output_reference
+
+IMPLEMENTATIONS = ("reference",)
+
+
+class LambdaLayer(nn.Module):
+    """Lambda layer with the published defaults.
+
+    Args:
+        channels: input and output channels ``d``; must be divisible by ``heads``.
+        stride: 1, or 2 for a 3x3 / stride-2 average pooling after the layer (as
+            published).
+        key_dim: query/key depth ``k`` (16).
+        heads: number of query heads (4); ``value_dim = channels // heads``.
+        intra_depth: ``u`` (1).
+        context_size: ``r``, side of the local relative-position context (23, odd).
+        implementation: how the position term is computed; every choice computes the
+            same function. ``"reference"`` is the published formulation.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        stride: int = 1,
+        *,
+        key_dim: int = 16,
+        heads: int = 4,
+        intra_depth: int = 1,
+        context_size: int = 23,
+        implementation: str = "reference",
+    ) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if context_size % 2 != 1:
+            raise ValueError(f"context_size must be odd, got {context_size}")
+        self.channels = channels
+        self.stride = stride
+        self.key_dim = key_dim
+        self.heads = heads
+        self.intra_depth = intra_depth
+        self.value_dim = channels // heads
+        self.context_size = context_size
+        self.implementation = implementation
+
+        q_channels = heads * key_dim
+        k_channels = key_dim * intra_depth
+        v_channels = self.value_dim * intra_depth
+        self.conv_qkv = nn.Conv2d(channels, q_channels + k_channels + v_channels, 1, bias=False)
+        self.norm_q = nn.BatchNorm2d(q_channels)
+        self.norm_v = nn.BatchNorm2d(v_channels)
+        r = context_size
+        self.lambda_conv = nn.Conv3d(intra_depth, key_dim, (1, r, r), padding=(0, (r - 1) // 2, (r - 1) // 2))
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
+
+    @property
+    def implementation(self) -> str:
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, name: str) -> None:
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown lambda implementation {name!r}; choose from {IMPLEMENTATIONS}")
+        self._implementation = name
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, stride={self.stride}, key_dim={self.key_dim}, heads={self.heads}, "
+            f"intra_depth={self.intra_depth}, context_size={self.context_size}, "
+            f"implementation={self.implementation!r}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        split = [self.heads * self.key_dim, self.key_dim * self.intra_depth, self.value_dim * self.intra_depth]
+        q, k, v = torch.split(self.conv_qkv(x), split, dim=1)
+        q = self.norm_q(q).reshape(n, self.heads, self.key_dim, h * w)
+        v = self.norm_v(v).reshape(n, self.intra_depth, self.value_dim, h * w)
+        k = torch.softmax(k.reshape(n, self.intra_depth, self.key_dim, h * w), dim=-1)
+
+        content_lambda = torch.einsum("bukm,buvm->bkv", k, v)
+        y_content = torch.einsum("bhkm,bkv->bhvm", q, content_lambda)
+        y_position = self._position_output(q, v, h, w)
+        out = (y_content + y_position).reshape(n, c, h, w)
+        return self.pool(out)
+
+    def _position_output(self, q: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        return position_output_reference(q, v, self.lambda_conv.weight, self.lambda_conv.bias, h, w)
