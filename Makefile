@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
+# Stage commands (`python`, `torchrun`) resolve to the project's environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro test lint benchmark summary
 
