@@ -50,9 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="params / MACs / FLOPs of the model family vs the published table")
     summary.add_argument("--models", nargs="+", default=list(SUMMARY_MODELS), choices=list_models())
     summary.add_argument("--resolution", type=int, default=224)
+    replay = sub.add_parser("mlflow-replay", help="load the MLflow records a run could not deliver (its buffer)")
+    replay.add_argument("buffer_dir", help="the tracker's buffer directory, e.g. metrics/mlflow_buffer")
+    replay.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else each run's own")
+    replay.add_argument("--all", action="store_true", help="also send what was delivered (into a fresh store)")
     args = parser.parse_args(argv)
     if args.command == "summary":
         print(format_summary(summary_rows(tuple(args.models), args.resolution), args.resolution))
+    elif args.command == "mlflow-replay":
+        from lambda_repro.tracking import replay_buffer  # MLflow is slow to import; only this command needs it
+
+        print(replay_buffer(args.buffer_dir, args.tracking_uri, include_delivered=args.all))
     return 0
 
 
