@@ -10,31 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-import yaml
-
+from lambda_repro.config import ParamError, load_params, validate_params
 from lambda_repro.data import DataError
 from lambda_repro.data.prepare import prepare_imagenet, prepare_synthetic
 from lambda_repro.data.synthetic import SyntheticSpec
 
-DATA_KEYS = {
-    "root",
-    "output",
-    "manifest",
-    "skip_undecodable",
-    "verify",
-    "verify_workers",
-    "expect_full_imagenet",
-    "synthetic",
-}
-
 
 def run(params: dict) -> dict:
-    data = params.get("data") or {}
-    unknown = sorted(set(data) - DATA_KEYS)
-    if unknown:
-        raise DataError(f"params.yaml: unknown key(s) in data: {', '.join(unknown)}")
+    data = params["data"]
     common = {"verify": data.get("verify", "full")}
     if data.get("root") is None:
         try:
@@ -72,13 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
-        params_path = Path(args.params)
-        if not params_path.is_file():
-            raise DataError(f"parameters file not found: {params_path}")
-        params = yaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
+        params = load_params(args.params)
+        validate_params(params, "prepare", source=args.params)
         manifest = run(params)
-    except DataError as err:
-        for line in err.details:
+    except (ParamError, DataError) as err:
+        for line in getattr(err, "details", []):
             print(f"  {line}", file=sys.stderr)
         print(f"prepare: error: {err}", file=sys.stderr)
         return 1
