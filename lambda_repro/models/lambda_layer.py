@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lambda_repro.models.lambda_reference import position_output_reference
+from lambda_repro.models.lambda_position import IMPLEMENTATIONS, position_output
 
-IMPLEMENTATIONS = ("reference",)
+__all__ = ["IMPLEMENTATIONS", "LambdaLayer"]
 
 
 class LambdaLayer(nn.Module):
@@ -35,7 +35,9 @@ class LambdaLayer(nn.Module):
         intra_depth: ``u`` (1).
         context_size: ``r``, side of the local relative-position context (23, odd).
         implementation: how the position term is computed; every choice computes the
-            same function. ``"reference"`` is the published formulation.
+            same function (see ``lambda_position``). ``"auto"`` (default) picks the
+            fastest exact formulation for each map size (``"dense"`` on small maps,
+            ``"fft"`` on large ones); ``"reference"`` is the published formulation.
     """
 
     def __init__(
@@ -47,7 +49,7 @@ class LambdaLayer(nn.Module):
         heads: int = 4,
         intra_depth: int = 1,
         context_size: int = 23,
-        implementation: str = "reference",
+        implementation: str = "auto",
     ) -> None:
         super().__init__()
         if channels % heads:
@@ -107,4 +109,4 @@ class LambdaLayer(nn.Module):
         return self.pool(out)
 
     def _position_output(self, q: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        return position_output_reference(q, v, self.lambda_conv.weight, self.lambda_conv.bias, h, w)
+        return position_output(self.implementation, q, v, self.lambda_conv.weight, self.lambda_conv.bias, h, w)

@@ -17,7 +17,7 @@ from lambda_repro.models.lambda_layer import LambdaLayer
 class LambdaBottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, lambda_implementation: str = "reference"):
+    def __init__(self, in_channels: int, width: int, stride: int = 1, lambda_implementation: str = "auto"):
         super().__init__()
         out_channels = width * self.expansion
         self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
@@ -56,7 +56,7 @@ class LambdaResNet(nn.Module):
         self,
         blocks_per_stage: tuple[int, int, int, int],
         num_classes: int = 1000,
-        lambda_implementation: str = "reference",
+        lambda_implementation: str = "auto",
     ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)

@@ -1,0 +1,65 @@
+"""Dense relative-position formulation of the lambda layer's position term, for small maps.
+
+On a small map (Lambda-ResNet-50's 14x14 and 7x7 stages) the ``r x r`` window covers
+(nearly) the whole map, so the published 3-D convolution mostly multiplies zero padding.
+Here the relative-position embedding is laid out as a dense ``(H*W) x (H*W)`` matrix per
+key channel; contracting it with the queries first gives one position "attention"
+``A = q . E`` per head (``heads`` = 4 rows instead of ``key_dim`` = 16 lambda channels),
+and ``y = A @ V`` is a batched matrix product. Both steps are GEMMs, forward and
+backward; no step touches padding. Exact: the same sums as the reference, reordered.
+Memory and work grow as ``(H*W)^2``, so it is for small maps only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Lay an ``r x r`` relative-position kernel out as dense matrices over positions.
+
+    Args:
+        weight: ``(key_dim, intra_depth, r, r)``.
+
+    Returns:
+        ``T`` of shape ``(key_dim, intra_depth, H*W, H*W)`` with
+        ``T[k, u, p, q] = weight[k, u, qy - py + r//2, qx - px + r//2]`` inside the window
+        and 0 outside: the matrix form of the zero-padded cross-correlation.
+    """
+    key_dim, depth, r, _ = weight.shape
+    pad = (r - 1) // 2
+    # Centre the kernel on a (2H-1) x (2W-1) canvas of all relative offsets (crop taps
+    # that never reach the map, zero-pad offsets the window does not cover).
+    reach_y, reach_x = min(pad, height - 1), min(pad, width - 1)
+    kernel = weight[:, :, pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
+    margin_y, margin_x = height - 1 - reach_y, width - 1 - reach_x
+    canvas = F.pad(kernel, (margin_x, margin_x, margin_y, margin_y))
+    # unfold of the flipped canvas gives U[k, q', p] = canvas[H-1 - qy + py, W-1 - qx + px]
+    # with q' the flipped key position; un-flipping q' yields T. unfold's backward (fold)
+    # accumulates the weight gradient without scatter.
+    flipped = canvas.flip(-1, -2).reshape(key_dim * depth, 1, 2 * height - 1, 2 * width - 1)
+    unfolded = F.unfold(flipped, (height, width))
+    positions = height * width
+    return unfolded.flip(1).transpose(1, 2).reshape(key_dim, depth, positions, positions)
+
+
+def position_output_dense(
+    queries: torch.Tensor,
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """Position term ``y_p``, same signature and result as ``position_output_reference``."""
+    n, depth, value_dim, positions = values.shape
+    heads = queries.shape[1]
+    key_dim, r = weight.shape[0], weight.shape[-1]
+    table = relative_position_matrix(weight.reshape(key_dim, depth, r, r), height, width)
+    attention = torch.einsum("nhkp,kupq->nhpuq", queries, table).reshape(n, heads, positions, depth * positions)
+    keys_values = values.transpose(-1, -2).reshape(n, 1, depth * positions, value_dim)
+    out = torch.matmul(attention, keys_values).transpose(-1, -2)
+    if bias is not None:
+        out = out + torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
+    return out

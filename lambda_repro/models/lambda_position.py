@@ -1,0 +1,77 @@
+"""The lambda layer's position term: its exact formulations and the choice between them.
+
+Every formulation computes the same function as the published one (``"reference"``):
+
+* ``"reference"``: the published 3-D convolution + einsum (the nominal MAC count);
+* ``"dense"``: dense relative-position matrices, all GEMMs (small maps; see ``lambda_dense``);
+* ``"fft"``: direct convolution forward, FFT gradients (large maps; see ``lambda_fft``);
+* ``"auto"``: per call, the fastest of these for the map size (measured on CPU with
+  ``scripts/bench_lambda.py``).
+
+The fast formulations run in at least float32, also under bf16 / fp16 autocast: FFTs have
+no bf16 kernels on CPU, and fp32 accumulation of the lambdas is what keeps fp16 training
+free of the overflow NaNs users report. The result is cast back to the queries' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from lambda_repro.models.lambda_dense import position_output_dense
+from lambda_repro.models.lambda_fft import position_output_fft
+from lambda_repro.models.lambda_reference import position_output_reference
+
+PositionOutput = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int, int],
+    torch.Tensor,
+]
+
+FORMULATIONS: dict[str, PositionOutput] = {
+    "reference": position_output_reference,
+    "dense": position_output_dense,
+    "fft": position_output_fft,
+}
+IMPLEMENTATIONS = ("auto", *FORMULATIONS)
+
+# Up to this many positions (e.g. 20x20) the dense matrices beat the convolution: measured
+# on CPU at 7x7 and 14x14 (dense ~8-15x faster than the reference) and 28x28 (fft faster).
+DENSE_MAX_POSITIONS = 400
+
+
+def choose_formulation(height: int, width: int) -> str:
+    """What ``"auto"`` runs for an ``height x width`` map.
+
+    The same rule is used on CUDA, where it was never measured (no GPU was available):
+    the dense path is batched GEMMs and the FFT path cuFFT, both efficient there too.
+    """
+    return "dense" if height * width <= DENSE_MAX_POSITIONS else "fft"
+
+
+def position_output(
+    implementation: str,
+    queries: torch.Tensor,
+    values: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """Position term ``y_p`` ``(N, heads, value_dim, H*W)`` by the named formulation."""
+    if implementation == "auto":
+        implementation = choose_formulation(height, width)
+    if implementation == "reference":
+        return position_output_reference(queries, values, weight, bias, height, width)
+    formulation = FORMULATIONS[implementation]
+    dtype = torch.promote_types(queries.dtype, torch.float32)
+    with torch.autocast(queries.device.type, enabled=False):
+        out = formulation(
+            queries.to(dtype),
+            values.to(dtype),
+            weight.to(dtype),
+            None if bias is None else bias.to(dtype),
+            height,
+            width,
+        )
+    return out.to(queries.dtype)
