@@ -86,8 +86,10 @@ def position_output_fft(
     pad = (r - 1) // 2
     # Taps farther than the map's extent only ever meet zero padding: drop them.
     reach_y, reach_x = min(pad, height - 1), min(pad, width - 1)
-    kernel = weight.reshape(key_dim, depth, r, r)[:, :, pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
-    maps = values.reshape(n, depth, value_dim, height, width).transpose(1, 2).reshape(n * value_dim, depth, height, width)
+    kernel = weight.reshape(key_dim, depth, r, r)
+    kernel = kernel[:, :, pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
+    maps = values.reshape(n, depth, value_dim, height, width).transpose(1, 2)
+    maps = maps.reshape(n * value_dim, depth, height, width)
     lambdas = LambdaConvolution.apply(maps, kernel).reshape(n, value_dim, key_dim, positions)
     out = torch.einsum("nhkm,nvkm->nhvm", queries, lambdas)
     if bias is not None:
