@@ -1,5 +1,18 @@
-"""Counting and measuring: parameters, MACs, and (later) throughput and memory."""
+"""Counting and measuring: parameters, MACs, throughput, latency, memory and GPU load."""
 
+from lambda_repro.profiling.benchmark import BenchmarkConfig, benchmark_model, benchmark_models, settings
 from lambda_repro.profiling.counting import count_macs, count_params, reference_formulation
+from lambda_repro.profiling.profile_metrics import TIMELINE_COLUMNS, flat_profile_metrics, timeline_rows
 
-__all__ = ["count_macs", "count_params", "reference_formulation"]
+__all__ = [
+    "TIMELINE_COLUMNS",
+    "BenchmarkConfig",
+    "benchmark_model",
+    "benchmark_models",
+    "count_macs",
+    "count_params",
+    "flat_profile_metrics",
+    "reference_formulation",
+    "settings",
+    "timeline_rows",
+]

@@ -1,0 +1,250 @@
+"""Benchmark one model: counts, training / inference throughput, batch-1 latency, peak memory, GPU load.
+
+:func:`benchmark_model` measures in the calling process; :func:`benchmark_models` runs
+each model in a fresh spawned process, so that the CPU peak RSS (a per-process
+high-water mark) of one model does not leak into the other's, and a CUDA context starts
+clean. Inputs are random tensors already on the device: the figures are the model's
+compute, without data loading.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from lambda_repro.models import LambdaLayer, create_model
+from lambda_repro.profiling.counting import count_macs, count_params
+from lambda_repro.profiling.gpu_sampler import GpuSampler, summarize_samples
+from lambda_repro.profiling.memory import memory_kind, peak_bytes, reset_peak
+from lambda_repro.profiling.precision import autocast, check_precision, grad_scaler
+from lambda_repro.profiling.timing import percentile, summarize, throughput, time_repeated
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to measure and how; mirrors the ``profile`` section of params.yaml."""
+
+    resolution: int = 224
+    train_batch_sizes: tuple[int, ...] = (8,)
+    inference_batch_sizes: tuple[int, ...] = (1, 8)
+    warmup: int = 1
+    repeats: int = 5
+    min_repeats: int = 2
+    iters_per_repeat: int = 1
+    latency_repeats: int = 10
+    max_seconds: float | None = 20.0
+    precision: str = "fp32"
+    channels_last: bool | str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    num_classes: int = 1000
+    gpu_sample_interval_s: float = 0.1
+    macs_resolution: int = 224
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        positive = ("resolution", "warmup", "repeats", "min_repeats", "iters_per_repeat", "latency_repeats")
+        for name in positive:
+            least = 0 if name == "warmup" else 1
+            if getattr(self, name) < least:
+                raise ValueError(f"profile.{name}: must be >= {least}, got {getattr(self, name)}")
+        for name in ("train_batch_sizes", "inference_batch_sizes"):
+            sizes = getattr(self, name)
+            if any(not isinstance(b, int) or b < 1 for b in sizes):
+                raise ValueError(f"profile.{name}: must be a list of integers >= 1, got {list(sizes)}")
+        if self.channels_last not in ("auto", True, False):
+            raise ValueError(f"profile.channels_last: must be auto, true or false, got {self.channels_last!r}")
+
+    @classmethod
+    def from_params(cls, section: dict, **overrides) -> BenchmarkConfig:
+        """Build from the ``profile`` section; unknown keys are typos and raise."""
+        known = {f.name for f in fields(cls)}
+        values = {**section, **overrides}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"profile: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for name in ("train_batch_sizes", "inference_batch_sizes"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def resolve_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolve_channels_last(self, device: torch.device) -> bool:
+        return device.type == "cuda" if self.channels_last == "auto" else bool(self.channels_last)
+
+
+def environment(device: torch.device) -> dict:
+    """Where the measurement ran: versions, device, threads."""
+    info = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_device_count": torch.cuda.device_count(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    return info
+
+
+def lambda_implementation_of(model: torch.nn.Module) -> str | None:
+    """The formulation the model's lambda layers run (``None`` for a model without lambda layers)."""
+    declared = getattr(model, "lambda_implementation", None)
+    if declared is not None:
+        return str(declared)
+    names = sorted({m.implementation for m in model.modules() if isinstance(m, LambdaLayer)})
+    return ",".join(names) if names else None
+
+
+def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> dict:
+    """Measure ``create_model(name, **model_kwargs)`` in this process; see the module docstring.
+
+    Returns a JSON-ready dict; ``gpu_timeline`` holds the raw NVML samples (empty without a GPU).
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = config.resolve_device()
+    channels_last = config.resolve_channels_last(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+
+    model = create_model(name, **{"num_classes": config.num_classes, **(model_kwargs or {})})
+    params = count_params(model)
+    macs = count_macs(model, (1, 3, config.macs_resolution, config.macs_resolution))
+    model = model.to(device=device, memory_format=memory_format)
+
+    result: dict = {
+        "model": name,
+        "lambda_implementation": lambda_implementation_of(model),
+        "params": params,
+        "macs": macs,
+        "flops": 2 * macs,
+        "macs_resolution": config.macs_resolution,
+        "resolution": config.resolution,
+        "precision": config.precision,
+        "channels_last": channels_last,
+        "device": str(device),
+        "memory_kind": memory_kind(device),
+        "train": {},
+        "inference": {},
+        "peak_memory_mb": {},
+        "gpu": {},
+    }
+
+    def batch(size: int) -> torch.Tensor:
+        x = torch.randn(size, 3, config.resolution, config.resolution, device=device)
+        return x.contiguous(memory_format=memory_format)
+
+    timing = {
+        "device": device,
+        "warmup": config.warmup,
+        "repeats": config.repeats,
+        "min_repeats": config.min_repeats,
+        "iters_per_repeat": config.iters_per_repeat,
+        "max_seconds": config.max_seconds,
+    }
+    with GpuSampler(device, config.gpu_sample_interval_s) as sampler:
+        # Order matters on CPU: the RSS high-water mark only grows, so the cheap phases go first.
+        result["peak_memory_mb"]["model"] = peak_bytes(device) / 2**20
+        model.eval()
+
+        reset_peak(device)
+        x1 = batch(1)
+        with torch.inference_mode(), autocast(device, config.precision):
+            latency = time_repeated(
+                lambda: model(x1),
+                **{**timing, "repeats": config.latency_repeats, "iters_per_repeat": 1},
+                timed_window=partial(sampler.window, "latency_bs1"),
+            )
+        latency_ms = [s * 1000 for s in latency]
+        stats = summarize(latency_ms)
+        result["latency_ms"] = {
+            "p50": stats["median"],
+            "p95": percentile(latency_ms, 95),
+            **{key: stats[key] for key in ("p25", "p75", "min", "max", "n")},
+        }
+
+        for size in config.inference_batch_sizes:
+            label = f"inference_bs{size}"
+            x = batch(size)
+            with torch.inference_mode(), autocast(device, config.precision):
+                seconds = time_repeated(lambda x=x: model(x), **timing, timed_window=partial(sampler.window, label))
+            result["inference"][f"bs{size}"] = throughput(seconds, size)
+        result["peak_memory_mb"]["inference"] = peak_bytes(device) / 2**20
+
+        model.train()
+        # The published optimizer; a small lr keeps random-label steps finite (the step's cost does not depend on it).
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+        scaler = grad_scaler(device, config.precision)
+        reset_peak(device)
+        for size in config.train_batch_sizes:
+            label = f"train_bs{size}"
+            x = batch(size)
+            y = torch.randint(0, config.num_classes, (size,), device=device)
+
+            def train_step(x=x, y=y):
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, config.precision):
+                    loss = F.cross_entropy(model(x), y)
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+
+            seconds = time_repeated(train_step, **timing, timed_window=partial(sampler.window, label))
+            result["train"][f"bs{size}"] = throughput(seconds, size)
+        result["peak_memory_mb"]["train"] = peak_bytes(device) / 2**20
+
+    result["gpu_timeline"] = sampler.samples
+    if sampler.unavailable:
+        result["gpu"] = {"unavailable": sampler.unavailable}
+    else:
+        labels = dict.fromkeys(s["label"] for s in sampler.samples)
+        result["gpu"] = {label: summarize_samples(sampler.samples, label) for label in labels}
+    return result
+
+
+def benchmark_models(models: dict[str, dict], config: BenchmarkConfig, *, isolate: bool = True) -> dict[str, dict]:
+    """:func:`benchmark_model` for each ``{name: create_model kwargs}``, each in a fresh spawned process.
+
+    ``isolate=False`` measures in this process (faster to start; peak RSS then mixes models).
+    """
+    results = {}
+    for name, kwargs in models.items():
+        if not isolate:
+            results[name] = benchmark_model(name, config, kwargs)
+            continue
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results[name] = pool.submit(benchmark_model, name, config, kwargs).result()
+    return results
+
+
+def settings(config: BenchmarkConfig) -> dict:
+    """The configuration and environment a profile was measured with, for the metrics file."""
+    device = config.resolve_device()
+    return {
+        **asdict(config),
+        "channels_last": config.resolve_channels_last(device),
+        "environment": environment(device),
+        "memory_kind": memory_kind(device),
+        "isolation": "one spawned process per model",
+        "inputs": "random tensors on the device (no data loading)",
+    }

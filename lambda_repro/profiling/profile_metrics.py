@@ -1,0 +1,46 @@
+"""A profile (the result of :func:`~lambda_repro.profiling.benchmark.benchmark_models`) as flat metrics and rows."""
+
+from __future__ import annotations
+
+TIMELINE_COLUMNS = ("model", "label", "t_s", "utilization_percent", "memory_used_mb")
+
+
+def flat_profile_metrics(results: dict[str, dict], prefix: str = "profile") -> dict[str, float]:
+    """``{"profile/<model>/<quantity>": value}`` for MLflow: medians, spreads, latency, memory, counts.
+
+    Throughput keys read ``train_img_s_bs8`` (median), ``train_img_s_bs8_p25`` / ``_p75``.
+    """
+    flat: dict[str, float] = {}
+    for model, entry in results.items():
+        base = f"{prefix}/{model}"
+        for key in ("params", "macs", "flops"):
+            if entry.get(key) is not None:
+                flat[f"{base}/{key}"] = float(entry[key])
+        for phase, name in (("train", "train_img_s"), ("inference", "inference_img_s")):
+            for batch, stats in entry.get(phase, {}).items():
+                flat[f"{base}/{name}_{batch}"] = float(stats["median"])
+                flat[f"{base}/{name}_{batch}_p25"] = float(stats["p25"])
+                flat[f"{base}/{name}_{batch}_p75"] = float(stats["p75"])
+        for q in ("p50", "p95"):
+            if q in entry.get("latency_ms", {}):
+                flat[f"{base}/latency_ms_{q}"] = float(entry["latency_ms"][q])
+        for phase, mb in entry.get("peak_memory_mb", {}).items():
+            flat[f"{base}/peak_memory_mb_{phase}"] = float(mb)
+        for label, summary in entry.get("gpu", {}).items():
+            if isinstance(summary, dict):
+                flat[f"{base}/gpu_utilization_mean_{label}"] = float(summary["utilization_mean_percent"])
+                flat[f"{base}/gpu_memory_used_max_mb_{label}"] = float(summary["memory_used_max_mb"])
+    return flat
+
+
+def timeline_rows(results: dict[str, dict]) -> list[dict]:
+    """The GPU samples of every model on one time axis: each model's samples follow the previous model's."""
+    rows: list[dict] = []
+    offset = 0.0
+    for model, entry in results.items():
+        samples = entry.get("gpu_timeline", [])
+        for sample in samples:
+            rows.append({"model": model, **sample, "t_s": round(sample["t_s"] + offset, 3)})
+        if samples:
+            offset = rows[-1]["t_s"] + 1.0
+    return rows

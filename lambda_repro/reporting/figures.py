@@ -1,0 +1,141 @@
+"""The report's figures, drawn with matplotlib into PNG files (no browser-side plotting, works offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+COLORS = {"first": "#c0392b", "second": "#2c6fbb"}
+DPI = 110
+
+
+def training_curves(history: pd.DataFrame, path: str | os.PathLike, published_top1: float | None = None) -> Path:
+    """Loss, top-1 (train and validation, top-5 dashed) and learning rate per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    epoch = history["epoch"]
+    _line(axes[0], epoch, history, "train_loss", "train loss", COLORS["second"])
+    axes[0].set_title("loss")
+    _line(axes[1], epoch, history, "train_top1", "train top-1", COLORS["second"])
+    _line(axes[1], epoch, history, "val_top1", "val top-1", COLORS["first"])
+    _line(axes[1], epoch, history, "val_top5", "val top-5", COLORS["first"], style="--")
+    if published_top1 is not None:
+        axes[1].axhline(published_top1, color="gray", linestyle=":", label=f"published top-1 {published_top1:.3f}")
+    axes[1].set_title("accuracy (%)")
+    _line(axes[2], epoch, history, "lr", "learning rate", "#555555")
+    axes[2].set_title("learning rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def throughput_bars(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Grouped bars of img/s per batch size and model, one panel per phase; whiskers are the interquartile range.
+
+    ``rows`` columns: ``phase`` (``train`` / ``inference``), ``batch``, ``model``, ``median``, ``p25``, ``p75``.
+    """
+    phases = list(dict.fromkeys(rows["phase"]))
+    models = list(dict.fromkeys(rows["model"]))
+    titles = {"train": "training: forward + backward + SGD step", "inference": "inference: forward, no grad"}
+    fig, axes = plt.subplots(1, len(phases), figsize=(11, 3.6), squeeze=False)
+    width = 0.8 / max(len(models), 1)
+    for ax, phase in zip(axes[0], phases, strict=True):
+        mine = rows[rows["phase"] == phase]
+        batches = sorted(dict.fromkeys(mine["batch"]))
+        for i, model in enumerate(models):
+            theirs = mine[mine["model"] == model].set_index("batch").reindex(batches)
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(batches))]
+            low = (theirs["median"] - theirs["p25"]).clip(lower=0)
+            high = (theirs["p75"] - theirs["median"]).clip(lower=0)
+            bars = ax.bar(xs, theirs["median"], width, yerr=[low, high], capsize=3, label=model, color=_color(i))
+            ax.bar_label(bars, labels=[_short(v) for v in theirs["median"]], fontsize=8, padding=2)
+        ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+        ax.set_ylabel("images / s (median, IQR)")
+        ax.set_title(titles.get(phase, phase))
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    return _save(fig, path)
+
+
+def latency_memory_bars(
+    latency: pd.DataFrame, memory: pd.DataFrame, path: str | os.PathLike, memory_label: str
+) -> Path:
+    """Batch-1 latency (p50 bar, p95 marker) and peak memory per phase, per model.
+
+    ``latency`` columns: ``model``, ``p50``, ``p95``; ``memory``: ``model``, ``phase``, ``mb``.
+    """
+    fig, (ax_lat, ax_mem) = plt.subplots(1, 2, figsize=(11, 3.6))
+    models = list(latency["model"])
+    bars = ax_lat.bar(models, latency["p50"], color=[_color(i) for i in range(len(models))], label="p50")
+    ax_lat.scatter(models, latency["p95"], color="black", marker="_", s=400, label="p95", zorder=3)
+    ax_lat.bar_label(bars, labels=[f"{v:.1f}" for v in latency["p50"]], fontsize=8, label_type="center", color="white")
+    ax_lat.set_ylabel("ms")
+    ax_lat.set_title("latency, batch 1 (p50 bar, p95 mark)")
+    ax_lat.legend(fontsize=8)
+    phases = list(dict.fromkeys(memory["phase"]))
+    mem_models = list(dict.fromkeys(memory["model"]))
+    width = 0.8 / max(len(mem_models), 1)
+    for i, model in enumerate(mem_models):
+        mine = memory[memory["model"] == model].set_index("phase").reindex(phases)
+        xs = [j + (i - (len(mem_models) - 1) / 2) * width for j in range(len(phases))]
+        bars = ax_mem.bar(xs, mine["mb"], width, label=model, color=_color(i))
+        ax_mem.bar_label(bars, labels=[f"{v:,.0f}" for v in mine["mb"]], fontsize=8, padding=2)
+    ax_mem.set_xticks(range(len(phases)), phases)
+    ax_mem.set_ylabel("MB")
+    ax_mem.set_title(f"peak memory ({memory_label})")
+    ax_mem.legend(fontsize=8)
+    ax_mem.margins(y=0.15)
+    for ax in (ax_lat, ax_mem):
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def gpu_timeline(timeline: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """GPU utilization and memory over the timed windows; ``timeline`` columns as the profile's CSV."""
+    fig, (ax_util, ax_mem) = plt.subplots(2, 1, figsize=(11, 4.5), sharex=True)
+    for i, (model, mine) in enumerate(timeline.groupby("model", sort=False)):
+        ax_util.plot(mine["t_s"], mine["utilization_percent"], ".", markersize=3, color=_color(i), label=model)
+        ax_mem.plot(mine["t_s"], mine["memory_used_mb"], ".", markersize=3, color=_color(i), label=model)
+    ax_util.set_ylabel("utilization (%)")
+    ax_util.set_ylim(0, 105)
+    ax_mem.set_ylabel("memory used (MB)")
+    ax_mem.set_xlabel("seconds since the model's process started measuring")
+    ax_util.set_title("GPU during the timed windows (NVML)")
+    for ax in (ax_util, ax_mem):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _line(ax, x, frame: pd.DataFrame, column: str, label: str, color: str, style: str = "-") -> None:
+    if column in frame and frame[column].notna().any():
+        ax.plot(x, frame[column], style, marker="o", markersize=3, color=color, label=label)
+
+
+def _color(i: int) -> str:
+    return (COLORS["first"], COLORS["second"], "#7f8c8d", "#27ae60")[i % 4]
+
+
+def _short(value: float) -> str:
+    return "" if value != value else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

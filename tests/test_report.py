@@ -1,0 +1,242 @@
+"""The report stage's library: built from fake metrics files, checked as Markdown, HTML and in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from lambda_repro.reporting import NOT_COMPARABLE, REPRODUCED, ReportConfig, build_report
+from lambda_repro.reporting.render_markdown import markdown_table
+
+PUBLISHED_FIGURES = ("78.208", "93.820", "14.995M", "6.576G")
+
+
+def _stats(median: float) -> dict:
+    return {
+        "median": median,
+        "p25": median * 0.95,
+        "p75": median * 1.05,
+        "min": median * 0.9,
+        "max": median * 1.1,
+        "n": 3,
+    }
+
+
+def _model_profile(name: str, params: int, macs: int, train: float, infer: float, latency: float, rss: float) -> dict:
+    return {
+        "model": name,
+        "lambda_implementation": "reference" if name.startswith("lambda") else None,
+        "params": params,
+        "macs": macs,
+        "flops": 2 * macs,
+        "macs_resolution": 224,
+        "resolution": 224,
+        "memory_kind": "cpu_peak_rss",
+        "train": {"bs8": _stats(train)},
+        "inference": {"bs1": _stats(infer / 2), "bs8": _stats(infer)},
+        "latency_ms": {
+            "p50": latency,
+            "p95": latency * 1.3,
+            "p25": latency,
+            "p75": latency,
+            "min": 1,
+            "max": 2,
+            "n": 10,
+        },
+        "peak_memory_mb": {"model": 900.0, "inference": rss / 2, "train": rss},
+        "gpu": {"unavailable": "no GPU: measured on cpu"},
+    }
+
+
+def write_fake_metrics(metrics: Path, *, imagenet: bool = False, top1: float = 61.25, top5: float = 88.5) -> None:
+    """Metrics files in the formats of docs/pipeline.md: the embedded run, or a full ImageNet run."""
+    metrics.mkdir(parents=True, exist_ok=True)
+    epochs = 130 if imagenet else 4
+    (metrics / "train.json").write_text(
+        json.dumps(
+            {
+                "epochs": epochs,
+                "final_train_loss": 0.7,
+                "final_train_top1": 80.1,
+                "best_val_top1": top1,
+                "img_per_s": 40.2,
+                "world_size": 2,
+                "global_batch": 32,
+                "wall_s": 300.0,
+            }
+        )
+    )
+    rows = ["epoch,train_loss,train_top1,lr,img_per_s,val_top1,val_top5,epoch_s"]
+    for e in range(1, epochs + 1):
+        rows.append(f"{e},{2.3 / e:.4f},{min(99, 20 * e)},{0.0125 / e:.5f},40.0,{top1 * e / epochs:.3f},{top5},70.0")
+    (metrics / "train_history.csv").write_text("\n".join(rows) + "\n")
+    (metrics / "eval.json").write_text(
+        json.dumps(
+            {
+                "top1": top1,
+                "top5": top5,
+                "images": 50_000 if imagenet else 160,
+                "resolution": 224 if imagenet else 64,
+                "resize": 256 if imagenet else 73,
+                "checkpoint": "checkpoints/last.pt",
+                "model": "lambda_resnet50",
+                "dataset": "imagenet" if imagenet else "synthetic",
+                "epochs_trained": epochs,
+            }
+        )
+    )
+    profile = {
+        "settings": {
+            "memory_kind": "cpu_peak_rss",
+            "precision": "fp32",
+            "channels_last": False,
+            "resolution": 224,
+            "warmup": 1,
+            "repeats": 3,
+            "min_repeats": 2,
+            "max_seconds": 10,
+            "environment": {"device": "cpu", "device_name": "x86_64", "torch_threads": 2, "torch": "2.x"},
+        },
+        "lambda_resnet50": _model_profile("lambda_resnet50", 14_995_848, 6_575_505_408, 2.125, 21.75, 97.5, 2543.0),
+        "resnet50": _model_profile("resnet50", 25_557_032, 4_089_184_256, 8.875, 39.25, 51.5, 1788.0),
+    }
+    (metrics / "profile.json").write_text(json.dumps(profile))
+    (metrics / "profile_gpu_timeline.csv").write_text("model,label,t_s,utilization_percent,memory_used_mb\n")
+
+
+def build(tmp_path: Path, **fake) -> tuple:
+    write_fake_metrics(tmp_path / "metrics", **fake)
+    config = ReportConfig(metrics_dir=str(tmp_path / "metrics"), output_dir=str(tmp_path / "reports"))
+    result = build_report(config, {"model": {"name": "lambda_resnet50"}, "report": {"top1_tolerance": 0.5}})
+    return result, result.html.read_text(), result.markdown.read_text()
+
+
+def test_embedded_run_is_not_comparable_and_says_why(tmp_path):
+    result, page, markdown = build(tmp_path)
+    assert result.accuracy.verdict == NOT_COMPARABLE
+    assert result.counts_verdict == "exact match"
+    for text in (page, markdown):
+        assert "NOT COMPARABLE" in text
+        assert "embedded synthetic dataset" in text
+        assert "trained 4 epochs" in text
+        assert "REPRODUCED" not in text and "failed" not in text.lower()
+        for figure in PUBLISHED_FIGURES:
+            assert figure in text
+        assert "61.250" in text and "-16.958" in text  # measured top-1 and its difference, labelled not comparable
+
+
+def test_comparable_run_within_tolerance_is_reproduced(tmp_path):
+    result, page, _ = build(tmp_path, imagenet=True, top1=78.0, top5=93.9)
+    assert result.accuracy.verdict == REPRODUCED
+    assert "Accuracy: REPRODUCED" in page
+    assert "-0.208" in page and "+0.080" in page
+
+
+def test_report_draws_its_figures_and_embeds_them(tmp_path):
+    result, page, markdown = build(tmp_path)
+    names = sorted(p.name for p in result.figures)
+    assert names == ["latency_memory.png", "throughput.png", "training_curves.png"]
+    assert all(p.stat().st_size > 5_000 for p in result.figures)
+    assert page.count('src="data:image/png;base64,') == len(names)
+    assert all(f"](figures/{name})" in markdown for name in names)
+
+
+def test_html_is_self_contained(tmp_path):
+    _, page, _ = build(tmp_path)
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"<script|<link|@import|url\(", page, re.IGNORECASE)
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+
+
+def test_profile_table_puts_resnet50_beside_lambda(tmp_path):
+    _, page, markdown = build(tmp_path)
+    assert "Speed and memory vs resnet50" in markdown
+    assert "| train img/s, batch 8 (median, IQR) | 2.12 (2.02-2.23, n=3) | 8.88 (8.43-9.32, n=3) | 0.24x |" in markdown
+    assert "process peak RSS" in page
+
+
+def test_missing_inputs_are_listed_not_fatal(tmp_path):
+    config = ReportConfig(metrics_dir=str(tmp_path / "nothing"), output_dir=str(tmp_path / "reports"))
+    result = build_report(config)
+    page = result.html.read_text()
+    assert result.accuracy.verdict == NOT_COMPARABLE
+    assert result.counts_verdict == "not measured"
+    assert "no evaluation metrics" in page
+    assert "eval.json (missing)" in page
+    assert "MLflow" in page and "names no run" in page
+
+
+def test_markdown_table_escapes_pipes():
+    import pandas as pd
+
+    table = markdown_table(pd.DataFrame({"a": ["x|y"], "b": [1]}))
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1 |"]
+
+
+# -- headless Chromium -----------------------------------------------------------------------
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--run-all-compositor-stages-before-draw",
+)
+
+
+def chromium() -> str:
+    """The Chromium binary; fails in CI (which installs it), skips elsewhere with the reason."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    message = "chromium not on PATH (install: apt-get install -y chromium; .ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def run_chromium(binary: str, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        return subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(tmp_path):
+    from PIL import Image
+
+    binary = chromium()
+    result, _, _ = build(tmp_path)
+    url = result.html.resolve().as_uri()
+    dom = run_chromium(binary, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for figure in (*PUBLISHED_FIGURES, "61.250", "NOT COMPARABLE", "2.12 (2.02-2.23, n=3)"):
+        assert figure in dom.stdout, figure
+    assert dom.stdout.count("<img") == 3
+
+    shot = tmp_path / "report.png"
+    done = run_chromium(binary, f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2000)
+    colours = image.getcolors(maxcolors=1_000_000)
+    assert len(colours) > 200  # text, tables, the verdict box and figures; a blank page has one colour
+    white = sum(count for count, rgb in colours if rgb == (255, 255, 255))
+    assert white < 0.9 * image.size[0] * image.size[1]
