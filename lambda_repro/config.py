@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,30 @@ def path(nullable: bool = False) -> Param:
     return Param((str,), "a path", nullable=nullable, is_path=True, check=lambda v: None if v else "must not be empty")
 
 
+def int_list(minimum: int) -> Param:
+    def check(values: list) -> str | None:
+        if not values:
+            return "must not be empty"
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
+            return f"must be a list of integers >= {minimum}"
+        return None
+
+    return Param((list,), f"a list of integers >= {minimum}", check=check)
+
+
+def nullable_number(gt: float) -> Param:
+    return Param((int, float), "a number or null", nullable=True, check=number(gt=gt).check)
+
+
+def device() -> Param:
+    def check(value: str) -> str | None:
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            return None
+        return "must be auto, cpu, cuda or cuda:<index>"
+
+    return Param((str,), "a device name", check=check)
+
+
 def _lambda_implementations() -> tuple:
     # Read at check time: implementations are added to lambda_layer over time.
     return ("auto", *lambda_layer.IMPLEMENTATIONS)
@@ -140,6 +165,31 @@ SCHEMA: dict[str, Any] = {
         "image_size": integer(minimum=8),
         "batch_size": integer(minimum=1),
     },
+    "profile": {
+        "baseline": choice(lambda: tuple(list_models())),
+        "resolution": integer(minimum=8),
+        "device": device(),
+        "precision": choice(lambda: ("fp32", "bf16", "fp16")),
+        "channels_last": choice(lambda: ("auto", True, False)),
+        "train_batch_sizes": int_list(minimum=1),
+        "inference_batch_sizes": int_list(minimum=1),
+        "warmup": integer(minimum=0),
+        "repeats": integer(minimum=1),
+        "min_repeats": integer(minimum=1),
+        "iters_per_repeat": integer(minimum=1),
+        "latency_repeats": integer(minimum=1),
+        "max_seconds": nullable_number(gt=0),
+        "threads": integer(minimum=1, nullable=True),
+        "gpu_sample_interval_s": number(gt=0),
+    },
+    "report": {
+        "metrics_dir": path(),
+        "output_dir": path(),
+        "top1_tolerance": number(ge=0),
+        "top5_tolerance": number(ge=0),
+        "min_epochs": integer(minimum=1),
+        "log_to_mlflow": boolean(),
+    },
     "tracking": {
         "uri": text(),
         "experiment": text(),
@@ -148,14 +198,14 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-# The top-level entries each stage reads. Sections missing from SCHEMA (e.g. ``profile``)
-# are listed so that they are required to exist once a stage depends on them.
+# The top-level entries each stage reads (and so must exist). A section missing from
+# SCHEMA may still be listed here: it is then required but its content is not checked.
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("seed", "data"),
     "train": ("seed", "model", "train", "distributed", "tracking"),
     "evaluate": ("model", "evaluate", "tracking"),
-    "profile": ("model",),
-    "report": ("tracking",),
+    "profile": ("model", "profile"),
+    "report": ("report", "tracking"),
 }
 STAGES = (*STAGE_SECTIONS, "all")
 
@@ -211,7 +261,7 @@ def validate_params(
             raise ParamError(f"{name}: missing (needed by stage {stage!r}) ({source})")
         if name in SCHEMA:
             _check_entry(name, params[name], SCHEMA[name], source)
-    _check_relations(params, sections, source, check_paths)
+    _check_relations(params, stage, sections, source, check_paths)
 
 
 def _check_top_level_typos(params: Mapping[str, Any], source: str) -> None:
@@ -273,7 +323,9 @@ def _check_value(name: str, value: Any, spec: Param, source: str) -> None:
         raise ParamError(f"{name}: {problem}, got {_show(value)} ({source})")
 
 
-def _check_relations(params: Mapping[str, Any], sections: tuple[str, ...], source: str, check_paths: bool) -> None:
+def _check_relations(
+    params: Mapping[str, Any], stage: str, sections: tuple[str, ...], source: str, check_paths: bool
+) -> None:
     """Rules that tie several knobs together, or the params to this machine."""
     if "train" in sections and "distributed" in sections:
         dist, train = params["distributed"], params["train"]
@@ -308,7 +360,9 @@ def _check_relations(params: Mapping[str, Any], sections: tuple[str, ...], sourc
             _check_imagenet_root(data["root"], source)
     if "evaluate" in sections and check_paths:
         checkpoint = params["evaluate"]["checkpoint"]
-        if checkpoint is not None and not Path(checkpoint).is_file():
+        # Checked up front ("all") it may still be the train stage's output to come.
+        trained = stage == "all" and checkpoint == params.get("train", {}).get("checkpoint")
+        if checkpoint is not None and not trained and not Path(checkpoint).is_file():
             raise ParamError(f"evaluate.checkpoint: file not found: {checkpoint} ({source})")
 
 

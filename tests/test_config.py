@@ -37,8 +37,10 @@ def error_for(params: dict, stage: str = "all", **kwargs) -> str:
 
 
 def test_shipped_params_validate_for_every_stage(shipped):
-    for stage in (*STAGE_SECTIONS, "all"):
-        validate_params(shipped, stage)
+    validate_params(shipped, "all")  # evaluate.checkpoint may be the train stage's output, not there yet
+    for stage in STAGE_SECTIONS:
+        validate_params(shipped, stage, check_paths=False)
+    validate_params(shipped, "prepare")
 
 
 def test_presets_validate(shipped, tmp_path):
@@ -77,6 +79,14 @@ def test_presets_validate(shipped, tmp_path):
         ("tracking.experiment", " ", "tracking.experiment: must not be empty"),
         ("data.synthetic.min_size", 200, "data.synthetic.min_size: must be <= data.synthetic.max_size (96)"),
         ("data.synthetic", [1], "data.synthetic: must be a section (mapping), got a list"),
+        ("data.verify_workers", 0, "data.verify_workers: must be >= 1, got 0"),
+        ("profile.train_batch_sizes", [8, 0], "profile.train_batch_sizes: must be a list of integers >= 1"),
+        ("profile.inference_batch_sizes", 8, "profile.inference_batch_sizes: must be a list of integers >= 1, got 8"),
+        ("profile.device", "gpu", "profile.device: must be auto, cpu, cuda or cuda:<index>, got 'gpu'"),
+        ("profile.baseline", "resnet51", "profile.baseline: must be one of"),
+        ("profile.max_seconds", -1, "profile.max_seconds: must be > 0, got -1"),
+        ("report.min_epochs", 0, "report.min_epochs: must be >= 1, got 0"),
+        ("report.log_to_mlflow", "yes", "report.log_to_mlflow: must be true or false, got 'yes'"),
     ],
 )
 def test_bad_value_names_the_param(shipped, dotted, value, expected):
@@ -117,9 +127,16 @@ def test_root_not_checked_when_paths_are_off(shipped, tmp_path):
     validate_params(with_change(shipped, "data.root", str(tmp_path / "absent")), "all", check_paths=False)
 
 
+def test_profile_device_accepts_an_index(shipped):
+    validate_params(with_change(shipped, "profile.device", "cuda:1"), "profile")
+
+
 def test_evaluate_checkpoint_must_exist(shipped, tmp_path):
-    message = error_for(with_change(shipped, "evaluate.checkpoint", str(tmp_path / "x.pt")), "evaluate")
-    assert message.startswith("evaluate.checkpoint: file not found")
+    for stage in ("evaluate", "all"):
+        message = error_for(with_change(shipped, "evaluate.checkpoint", str(tmp_path / "x.pt")), stage)
+        assert message.startswith("evaluate.checkpoint: file not found")
+    trained_later = with_change(shipped, "train.checkpoint", str(tmp_path / "x.pt"))
+    validate_params(with_change(trained_later, "evaluate.checkpoint", str(tmp_path / "x.pt")), "all")
     (tmp_path / "x.pt").write_bytes(b"")
     validate_params(with_change(shipped, "evaluate.checkpoint", str(tmp_path / "x.pt")), "evaluate")
 
@@ -147,8 +164,7 @@ def test_stage_checks_only_its_sections(shipped):
 
 def test_sections_added_later_are_accepted_but_near_misses_are_not(shipped):
     params = copy.deepcopy(shipped)
-    params["profile"] = {"batch_sizes": [1, 8], "anything": "new"}
-    params["report"] = {"output": "reports"}
+    params["benchmarks"] = {"batch_sizes": [1, 8], "anything": "new"}
     validate_params(params, "all")
     params["trian"] = {"epochs": 1}
     assert error_for(params) == "trian: unknown section; did you mean 'train'? (params.yaml)"
