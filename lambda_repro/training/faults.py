@@ -1,0 +1,46 @@
+"""Test-only fault injection, switched on by environment variables (never set them in real runs).
+
+``global step`` below is the 0-based optimizer step counted from the start of training.
+
+* ``LAMBDA_REPRO_FAULT_NAN_AT_STEP=N``: rank 0's loss becomes NaN at step N, in every
+  attempt (a deterministic divergence).
+* ``LAMBDA_REPRO_FAULT_KILL_AT_STEP=N``: at step N one worker sends itself SIGKILL (a crash
+  torchrun must recover from). Only in torchrun's first attempt, so the restarted group
+  runs through.
+* ``LAMBDA_REPRO_FAULT_TERM_AT_STEP=N``: at step N one worker sends itself SIGTERM
+  (preemption). Only when this run started before step N, so the resumed run runs through.
+* ``LAMBDA_REPRO_FAULT_RANK=R``: the rank that kills / terminates itself (default: the last).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def _step_from_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+class FaultInjector:
+    def __init__(self, rank: int, world_size: int, start_step: int) -> None:
+        self.rank = rank
+        self.start_step = start_step
+        self.nan_step = _step_from_env("LAMBDA_REPRO_FAULT_NAN_AT_STEP")
+        self.kill_step = _step_from_env("LAMBDA_REPRO_FAULT_KILL_AT_STEP")
+        self.term_step = _step_from_env("LAMBDA_REPRO_FAULT_TERM_AT_STEP")
+        fault_rank = _step_from_env("LAMBDA_REPRO_FAULT_RANK")
+        self.fault_rank = world_size - 1 if fault_rank is None else fault_rank
+        self.first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
+
+    def corrupt_loss(self, step: int) -> bool:
+        return self.nan_step == step and self.rank == 0
+
+    def before_step(self, step: int) -> None:
+        if self.rank != self.fault_rank:
+            return
+        if self.kill_step == step and self.first_attempt and self.start_step <= step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.term_step == step and self.start_step < step:
+            os.kill(os.getpid(), signal.SIGTERM)

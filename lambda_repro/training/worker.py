@@ -1,0 +1,78 @@
+"""One training process, as torchrun starts it: ``python -m lambda_repro.training.worker --config config.json``.
+
+Joins the process group, opens the MLflow run on rank 0 (resuming the checkpoint's run),
+trains, and reports the outcome to the launcher (see :mod:`lambda_repro.training.outcome`).
+A crash exits non-zero so that torchrun restarts the group, which resumes from the last
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lambda_repro.distributed import init_distributed, shutdown_distributed
+from lambda_repro.training import outcome
+from lambda_repro.training.checkpointing import recorded_run_id
+from lambda_repro.training.config import TrainConfig, source_digest
+from lambda_repro.training.metrics_files import write_run_pointer
+from lambda_repro.training.trainer import train
+
+MLFLOW_STATUS = {outcome.FINISHED: "FINISHED", outcome.PREEMPTED: "KILLED", outcome.FAILED: "FAILED"}
+
+
+def open_tracker(config: TrainConfig):
+    """Start (or resume) the MLflow run; returns ``(tracker, run_id)``."""
+    from lambda_repro.tracking import RunTracker
+    from lambda_repro.tracking.uri import resolve_tracking_uri
+
+    tracking = config.tracking
+    uri = resolve_tracking_uri(tracking["uri"])
+    tracker = RunTracker(
+        uri,
+        tracking["experiment"],
+        run_name=tracking.get("run_name"),
+        tags=tracking.get("tags"),
+        buffer_dir=tracking.get("buffer_dir", "metrics/mlflow_buffer"),
+        system_metrics=tracking.get("system_metrics", True),
+        system_metrics_interval_s=tracking.get("system_metrics_interval_s", 10),
+        run_id=recorded_run_id(config.checkpoint, config.fingerprint(), source_digest()),
+    )
+    run_id = tracker.start()
+    if tracker.requested_run_id is None:
+        tracker.log_params(config.params_to_log)
+    write_run_pointer(f"{config.metrics_dir}/mlflow_run.json", uri, tracking["experiment"], run_id)
+    return tracker, run_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, type=Path, help="a JSON file holding the TrainConfig")
+    args = parser.parse_args(argv)
+    config = TrainConfig.from_json(args.config.read_text(encoding="utf-8"))
+    context = init_distributed(config.backend)
+    tracker, run_id = None, None
+    try:
+        if context.is_main and config.tracking:
+            tracker, run_id = open_tracker(config)
+        result = train(config, context, tracker, run_id)
+    except BaseException as err:
+        # A crash: torchrun restarts the group (up to distributed.max_restarts), which resumes.
+        if tracker is not None:
+            tracker.log_event("crash", f"{type(err).__name__}: {err}")
+            tracker.end("FAILED")
+        raise
+    finally:
+        shutdown_distributed(context)
+    if tracker is not None:
+        tracker.end(MLFLOW_STATUS[result.status])
+    if context.is_local_main:
+        outcome.write_outcome(result.status, result.message)
+    if result.status == outcome.FAILED and context.is_main:
+        print(f"error: {result.message}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
