@@ -82,7 +82,10 @@ def run_torchrun(config: TrainConfig, node: dict) -> tuple[int, dict | None]:
         config_path, outcome_path = Path(tmp) / "config.json", Path(tmp) / "outcome.json"
         config_path.write_text(config.to_json(), encoding="utf-8")
         command = torchrun_command(config_path, **node)
-        process = subprocess.Popen(command, env={**os.environ, OUTCOME_ENV: str(outcome_path)}, start_new_session=True)
+        env = {**os.environ, OUTCOME_ENV: str(outcome_path)}
+        # CPU threads per worker: the node's cores shared out (torchrun would set 1 only when nproc > 1).
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // node["nproc_per_node"])))
+        process = subprocess.Popen(command, env=env, start_new_session=True)
 
         def forward(signum, frame):
             process.send_signal(signum)
