@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import psutil
 import pytest
@@ -218,3 +220,18 @@ def test_flat_metrics_and_timeline_layout():
     }
     rows = timeline_rows(results)
     assert [(r["model"], r["t_s"]) for r in rows] == [("m", 0.5), ("n", 1.75)]
+
+
+def test_auto_threads_use_the_idle_cores():
+    from lambda_repro.profiling.cpu_threads import idle_cores, resolve_threads
+
+    assert idle_cores(cpu_count=2, load=0.2) == 2
+    assert idle_cores(cpu_count=2, load=0.8) == 1
+    assert idle_cores(cpu_count=2, load=9.5) == 1  # never fewer than one
+    assert idle_cores(cpu_count=16, load=3.4) == 13
+    assert resolve_threads(3) == 3
+    assert 1 <= resolve_threads(None) <= (os.cpu_count() or 1)
+    with pytest.raises(ValueError, match="threads"):
+        resolve_threads(0)
+    with pytest.raises(ValueError, match="threads"):
+        BenchmarkConfig(threads="auto")

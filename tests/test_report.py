@@ -240,3 +240,76 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert len(colours) > 200  # text, tables, the verdict box and figures; a blank page has one colour
     white = sum(count for count, rgb in colours if rgb == (255, 255, 255))
     assert white < 0.9 * image.size[0] * image.size[1]
+
+
+# -- the stage entry points, run as DVC runs them -------------------------------------------
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(script: str, cwd: Path) -> subprocess.CompletedProcess:
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "pipelines" / script)], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def params_for(tmp_path: Path, **sections) -> None:
+    import yaml
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    for name, values in sections.items():
+        params[name] = {**params.get(name, {}), **values}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.slow
+def test_report_stage_writes_its_outputs(tmp_path):
+    write_fake_metrics(tmp_path / "metrics")
+    params_for(tmp_path)
+    done = run_stage("report.py", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report: accuracy: not comparable (evaluated on the embedded synthetic dataset" in done.stdout
+    assert "report: parameters and MACs at 224: exact match" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "reports" / "figures").iterdir()) == [
+        "latency_memory.png",
+        "throughput.png",
+        "training_curves.png",
+    ]
+    assert "78.208" in (tmp_path / "reports" / "report.md").read_text()
+
+
+def test_report_stage_rejects_a_typo_in_its_section(tmp_path):
+    params_for(tmp_path, report={"top1_tolerence": 1.0})
+    done = run_stage("report.py", tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.startswith("report: error: report.top1_tolerence: unknown parameter")
+
+
+@pytest.mark.slow
+def test_profile_stage_writes_profile_and_timeline(tmp_path):
+    import json
+
+    tiny = {"resolution": 32, "train_batch_sizes": [2], "inference_batch_sizes": [2], "repeats": 2}
+    params_for(tmp_path, model={"name": "lambda_resnet26"}, profile={**tiny, "latency_repeats": 2})
+    done = run_stage("profile_stage.py", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = json.loads((tmp_path / "metrics" / "profile.json").read_text())
+    assert [k for k in profile if k != "settings"] == ["lambda_resnet26", "resnet50"]
+    assert profile["resnet50"]["params"] == 25_557_032 and profile["resnet50"]["macs_resolution"] == 224
+    assert profile["lambda_resnet26"]["train"]["bs2"]["n"] == 2
+    assert profile["settings"]["baseline"] == "resnet50" and profile["settings"]["memory_kind"] == "cpu_peak_rss"
+    timeline = (tmp_path / "metrics" / "profile_gpu_timeline.csv").read_text()
+    assert timeline == "model,label,t_s,utilization_percent,memory_used_mb\n"
+    assert "names no MLflow run" in done.stdout
+
+
+def test_busy_machine_is_flagged_beside_the_timings():
+    from lambda_repro.reporting.build import busy_machine_warning
+
+    settings = {"environment": {"cpu_count": 2}, "load_average_1m": {"before": 9.5, "after": 1.0}}
+    assert busy_machine_warning(settings).startswith("load average 9.5 on 2 CPUs")
+    settings["load_average_1m"] = {"before": 1.5, "after": None}
+    assert busy_machine_warning(settings) is None
+    assert busy_machine_warning({}) is None

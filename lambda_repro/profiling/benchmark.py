@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import platform
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lambda_repro.models import LambdaLayer, create_model
 from lambda_repro.profiling.counting import count_macs, count_params
+from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 from lambda_repro.profiling.gpu_sampler import GpuSampler, summarize_samples
 from lambda_repro.profiling.memory import memory_kind, peak_bytes, reset_peak
 from lambda_repro.profiling.precision import autocast, check_precision, grad_scaler
@@ -43,7 +44,7 @@ class BenchmarkConfig:
     precision: str = "fp32"
     channels_last: bool | str = "auto"
     device: str = "auto"
-    threads: int | None = None
+    threads: int | None = None  # None: the idle cores (see cpu_threads)
     num_classes: int = 1000
     gpu_sample_interval_s: float = 0.1
     macs_resolution: int = 224
@@ -59,6 +60,8 @@ class BenchmarkConfig:
             sizes = getattr(self, name)
             if any(not isinstance(b, int) or b < 1 for b in sizes):
                 raise ValueError(f"profile.{name}: must be a list of integers >= 1, got {list(sizes)}")
+        if self.threads is not None:
+            resolve_threads(self.threads)  # raises on a bad value
         if self.channels_last not in ("auto", True, False):
             raise ValueError(f"profile.channels_last: must be auto, true or false, got {self.channels_last!r}")
 
@@ -116,8 +119,7 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
 
     Returns a JSON-ready dict; ``gpu_timeline`` holds the raw NVML samples (empty without a GPU).
     """
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(resolve_threads(config.threads))
     device = config.resolve_device()
     channels_last = config.resolve_channels_last(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -225,8 +227,10 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
 def benchmark_models(models: dict[str, dict], config: BenchmarkConfig, *, isolate: bool = True) -> dict[str, dict]:
     """:func:`benchmark_model` for each ``{name: create_model kwargs}``, each in a fresh spawned process.
 
+    ``threads: None`` (the idle cores) is resolved once here, so every model runs with the same thread count.
     ``isolate=False`` measures in this process (faster to start; peak RSS then mixes models).
     """
+    config = replace(config, threads=resolve_threads(config.threads))
     results = {}
     for name, kwargs in models.items():
         if not isolate:
@@ -237,11 +241,16 @@ def benchmark_models(models: dict[str, dict], config: BenchmarkConfig, *, isolat
     return results
 
 
-def settings(config: BenchmarkConfig) -> dict:
-    """The configuration and environment a profile was measured with, for the metrics file."""
+def settings(config: BenchmarkConfig, load_before: float | None = None) -> dict:
+    """The configuration and environment a profile was measured with, for the metrics file.
+
+    Pass the config as measured (``threads`` resolved) and the load average read before measuring:
+    a busy machine (load above its CPU count) makes every timing slower than on an idle one.
+    """
     device = config.resolve_device()
     return {
         **asdict(config),
+        "load_average_1m": {"before": load_before, "after": load_average()},
         "channels_last": config.resolve_channels_last(device),
         "environment": environment(device),
         "memory_kind": memory_kind(device),

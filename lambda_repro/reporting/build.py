@@ -218,11 +218,15 @@ def _profile_section(inputs: ReportInputs, figure_dir: Path, drawn: list) -> lis
     s = profile.get("settings", {})
     env = s.get("environment", {})
     memory_label = "process peak RSS" if s.get("memory_kind") == "cpu_peak_rss" else "CUDA max allocated"
-    blocks: list[Block] = [
-        Heading(title),
+    threads = s.get("threads") or env.get("torch_threads", "?")
+    blocks: list[Block] = [Heading(title)]
+    busy = busy_machine_warning(s)
+    if busy:
+        blocks.append(Verdict("warn", "Timings taken on a busy machine", (busy,)))
+    blocks += [
         Paragraph(
-            f"Measured on {env.get('device', '?')} ({env.get('device_name', '?')}, {env.get('torch_threads', '?')} "
-            f"torch threads), {s.get('precision', '?')}, channels_last {s.get('channels_last', '?')}, "
+            f"Measured on {env.get('device', '?')} ({env.get('device_name', '?')}, {threads} torch threads), "
+            f"{s.get('precision', '?')}, channels_last {s.get('channels_last', '?')}, "
             f"input {s.get('resolution', '?')}x{s.get('resolution', '?')}, random inputs (no data loading). "
             f"Each figure: {s.get('warmup', '?')} warm-up call(s), then up to {s.get('repeats', '?')} timed "
             f"repetitions (at least {s.get('min_repeats', '?')}; stopped after {s.get('max_seconds', '?')} s), "
@@ -271,6 +275,18 @@ def _profile_section(inputs: ReportInputs, figure_dir: Path, drawn: list) -> lis
         reason = gpu.get("unavailable", "no samples") if isinstance(gpu, dict) else "no samples"
         blocks.append(Paragraph(f"GPU utilization timeline: none ({reason})."))
     return blocks
+
+
+def busy_machine_warning(settings: dict) -> str | None:
+    """A warning when the load average during the profile exceeded the CPU count (other work shared the cores)."""
+    cpus = settings.get("environment", {}).get("cpu_count")
+    loads = [v for v in (settings.get("load_average_1m") or {}).values() if v is not None]
+    if not cpus or not loads or max(loads) <= cpus:
+        return None
+    return (
+        f"load average {max(loads):.1f} on {cpus} CPUs while profiling: other processes shared the cores, so "
+        "throughput and latency are lower than on an idle machine; compare the two models' ratio, not the values"
+    )
 
 
 def _mlflow_section(run: RunRef | None, runs: pd.DataFrame | None, problem: str | None) -> list:

@@ -1,5 +1,9 @@
 """DVC stage `profile`: counts, throughput, latency and memory of the model and its ResNet-50 baseline.
 
+Not named `profile.py`: every `python pipelines/<stage>.py` has pipelines/ on sys.path, where
+such a file would shadow the standard library's `profile` module (cProfile, imported by torch,
+imports it) and break every stage.
+
 Reads the `model` and `profile` sections of params.yaml. Each model is measured in its own
 spawned process (see `lambda_repro.profiling.benchmark`). Writes `metrics/profile.json`
 (per model; `settings` says how it was measured) and `metrics/profile_gpu_timeline.csv`
@@ -13,9 +17,10 @@ import csv
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-if not __package__:  # run as `python pipelines/profile.py`: make `pipelines` importable
+if not __package__:  # run as `python pipelines/profile_stage.py`: make `pipelines` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lambda_repro.profiling import (
@@ -26,6 +31,7 @@ from lambda_repro.profiling import (
     settings,
     timeline_rows,
 )
+from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 from lambda_repro.reporting.mlflow_run import log_to_run, read_run_ref
 from pipelines._params import ParamError, fail, load_checked, model_kwargs
 
@@ -46,6 +52,8 @@ def main() -> int:
     models = {model["name"]: model_kwargs(model)}
     models.setdefault(baseline, model_kwargs({"name": baseline}))
 
+    load_before = load_average()
+    config = replace(config, threads=resolve_threads(config.threads))
     start = time.perf_counter()
     results = benchmark_models(models, config)
     wall_s = time.perf_counter() - start
@@ -53,7 +61,7 @@ def main() -> int:
     timeline = timeline_rows(results)
     for entry in results.values():
         entry.pop("gpu_timeline", None)
-    profile = {"settings": {**settings(config), "baseline": baseline, "wall_s": wall_s}, **results}
+    profile = {"settings": {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}, **results}
     PROFILE_PATH.parent.mkdir(parents=True, exist_ok=True)
     PROFILE_PATH.write_text(json.dumps(profile, indent=2) + "\n")
     with TIMELINE_PATH.open("w", newline="") as f:
@@ -69,7 +77,10 @@ def main() -> int:
             f"train img/s {train}; inference img/s {infer}; latency p50 {entry['latency_ms']['p50']:.1f} ms; "
             f"peak {entry['memory_kind']} {entry['peak_memory_mb']['train']:,.0f} MB"
         )
-    print(f"profile: wrote {PROFILE_PATH} and {TIMELINE_PATH} in {wall_s:.0f} s")
+    print(
+        f"profile: wrote {PROFILE_PATH} and {TIMELINE_PATH} in {wall_s:.0f} s "
+        f"({config.threads} CPU threads; load average before {load_before})"
+    )
 
     run = read_run_ref(RUN_POINTER)
     if run is None:
