@@ -69,9 +69,12 @@ def main() -> int:
         writer.writeheader()
         writer.writerows(timeline)
 
+    def shown(stats: dict) -> str:
+        return f"{stats['median']:.2f}" if "median" in stats else stats.get("error", "?")
+
     for name, entry in results.items():
-        train = ", ".join(f"{k} {v['median']:.2f}" for k, v in entry["train"].items())
-        infer = ", ".join(f"{k} {v['median']:.2f}" for k, v in entry["inference"].items())
+        train = ", ".join(f"{k} {shown(v)}" for k, v in entry["train"].items())
+        infer = ", ".join(f"{k} {shown(v)}" for k, v in entry["inference"].items())
         print(
             f"profile: {name}: {entry['params']:,} params, {entry['macs'] / 1e9:.3f} GMACs at 224; "
             f"train img/s {train}; inference img/s {infer}; latency p50 {entry['latency_ms']['p50']:.1f} ms; "

@@ -313,3 +313,19 @@ def test_busy_machine_is_flagged_beside_the_timings():
     settings["load_average_1m"] = {"before": 1.5, "after": None}
     assert busy_machine_warning(settings) is None
     assert busy_machine_warning({}) is None
+
+
+def test_a_batch_size_out_of_memory_is_shown_not_fatal(tmp_path):
+    from lambda_repro.profiling import flat_profile_metrics
+
+    write_fake_metrics(tmp_path / "metrics")
+    path = tmp_path / "metrics" / "profile.json"
+    profile = json.loads(path.read_text())
+    profile["lambda_resnet50"]["train"]["bs64"] = {"error": "out of memory"}
+    profile["resnet50"]["train"]["bs64"] = _stats(300.0)
+    path.write_text(json.dumps(profile))
+    config = ReportConfig(metrics_dir=str(tmp_path / "metrics"), output_dir=str(tmp_path / "reports"))
+    markdown = build_report(config).markdown.read_text()
+    assert "| train img/s, batch 64 (median, IQR) | out of memory | 300.00 (285.00-315.00, n=3) |  |" in markdown
+    flat = flat_profile_metrics({m: profile[m] for m in ("lambda_resnet50", "resnet50")})
+    assert "profile/lambda_resnet50/train_img_s_bs64" not in flat and flat["profile/resnet50/train_img_s_bs64"] == 300.0

@@ -183,10 +183,13 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
 
         for size in config.inference_batch_sizes:
             label = f"inference_bs{size}"
-            x = batch(size)
-            with torch.inference_mode(), autocast(device, config.precision):
-                seconds = time_repeated(lambda x=x: model(x), **timing, timed_window=partial(sampler.window, label))
-            result["inference"][f"bs{size}"] = throughput(seconds, size)
+            try:
+                x = batch(size)
+                with torch.inference_mode(), autocast(device, config.precision):
+                    seconds = time_repeated(lambda x=x: model(x), **timing, timed_window=partial(sampler.window, label))
+                result["inference"][f"bs{size}"] = throughput(seconds, size)
+            except torch.OutOfMemoryError:
+                result["inference"][f"bs{size}"] = _out_of_memory(device)
         result["peak_memory_mb"]["inference"] = peak_bytes(device) / 2**20
 
         model.train()
@@ -194,25 +197,31 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
         scaler = grad_scaler(device, config.precision)
         reset_peak(device)
+
+        def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, config.precision):
+                loss = F.cross_entropy(model(x), y)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+        # A batch size too large for the device is recorded, not fatal: the other sizes are still measured.
         for size in config.train_batch_sizes:
             label = f"train_bs{size}"
-            x = batch(size)
-            y = torch.randint(0, config.num_classes, (size,), device=device)
-
-            def train_step(x=x, y=y):
+            try:
+                x = batch(size)
+                y = torch.randint(0, config.num_classes, (size,), device=device)
+                window = partial(sampler.window, label)
+                seconds = time_repeated(partial(train_step, x, y), **timing, timed_window=window)
+                result["train"][f"bs{size}"] = throughput(seconds, size)
+            except torch.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
-                with autocast(device, config.precision):
-                    loss = F.cross_entropy(model(x), y)
-                if scaler is None:
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-
-            seconds = time_repeated(train_step, **timing, timed_window=partial(sampler.window, label))
-            result["train"][f"bs{size}"] = throughput(seconds, size)
+                result["train"][f"bs{size}"] = _out_of_memory(device)
         result["peak_memory_mb"]["train"] = peak_bytes(device) / 2**20
 
     result["gpu_timeline"] = sampler.samples
@@ -257,3 +266,13 @@ def settings(config: BenchmarkConfig, load_before: float | None = None) -> dict:
         "isolation": "one spawned process per model",
         "inputs": "random tensors on the device (no data loading)",
     }
+
+
+def _out_of_memory(device: torch.device) -> dict:
+    """The record of a batch size that did not fit (CUDA OOM); frees the cache so the next size starts clean.
+
+    Meant for GPUs and not run on one in this project yet (on CPU the OS kills the process instead).
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"error": "out of memory"}

@@ -18,6 +18,8 @@ def flat_profile_metrics(results: dict[str, dict], prefix: str = "profile") -> d
                 flat[f"{base}/{key}"] = float(entry[key])
         for phase, name in (("train", "train_img_s"), ("inference", "inference_img_s")):
             for batch, stats in entry.get(phase, {}).items():
+                if "median" not in stats:  # e.g. {"error": "out of memory"}
+                    continue
                 flat[f"{base}/{name}_{batch}"] = float(stats["median"])
                 flat[f"{base}/{name}_{batch}_p25"] = float(stats["p25"])
                 flat[f"{base}/{name}_{batch}_p75"] = float(stats["p75"])

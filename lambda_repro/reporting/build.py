@@ -246,6 +246,7 @@ def _profile_section(inputs: ReportInputs, figure_dir: Path, drawn: list) -> lis
         for model in models
         for phase in ("train", "inference")
         for batch, stats in profile[model].get(phase, {}).items()
+        if "median" in stats  # a batch size that ran out of memory has no bar
     ]
     if rows:
         path = figures.throughput_bars(pd.DataFrame(rows), figure_dir / "throughput.png")

@@ -77,8 +77,8 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
     def spread(values: dict[str, dict | None], label: str) -> None:
         shown, medians = {}, {}
         for m, stats in values.items():
-            if stats is None:
-                shown[m], medians[m] = "-", None
+            if stats is None or "median" not in stats:
+                shown[m], medians[m] = (stats or {}).get("error", "-"), None
                 continue
             medians[m] = stats["median"]
             shown[m] = f"{stats['median']:.2f} ({stats['p25']:.2f}-{stats['p75']:.2f}, n={stats['n']})"
