@@ -146,6 +146,7 @@ SCHEMA: dict[str, Any] = {
         "weight_decay": number(ge=0),
         "label_smoothing": number(ge=0, lt=1),
         "warmup_epochs": integer(minimum=0),
+        "zero_init_residual": boolean(),
         "precision": choice(lambda: ("fp32", "bf16", "fp16")),
         "channels_last": choice(lambda: ("auto", True, False)),
         "workers": integer(minimum=0),

@@ -45,6 +45,7 @@ def build_config(params: dict, world_size: int) -> TrainConfig:
         weight_decay=train["weight_decay"],
         label_smoothing=train["label_smoothing"],
         warmup_epochs=train["warmup_epochs"],
+        zero_init_residual=train["zero_init_residual"],
         precision=train["precision"],
         channels_last=train["channels_last"],
         seed=params["seed"],

@@ -45,6 +45,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     warmup_epochs: float = 0.0
+    zero_init_residual: bool = False
     precision: str = "fp32"
     channels_last: str | bool = "auto"
     seed: int = 0
