@@ -1,0 +1,193 @@
+"""Measure the fast lambda layer against the published formulation, in one run.
+
+Prints three tables (medians of interleaved repetitions, so that load from other
+processes hits every contender alike):
+
+1. the 16 lambda layers of Lambda-ResNet-50 at 224 (forward + backward, train mode);
+2. whole-model throughput, ``lambda_resnet50`` vs torchvision's ``resnet50``: training
+   (forward, backward, SGD step) and inference (eval, no grad), in images/s;
+3. peak training memory: max RSS of a fresh subprocess per configuration.
+
+Usage::
+
+    python scripts/bench_lambda.py                  # everything (CPU: ~10-20 min on 2 cores)
+    python scripts/bench_lambda.py --only layers    # layers | models | memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+from lambda_repro.models import LambdaLayer, create_model
+from lambda_repro.models.lambda_position import choose_formulation
+
+# (channels, stride, map side before pooling, how many of Lambda-ResNet-50's layers)
+LAYER_SHAPES = (
+    (64, 1, 56, 3),
+    (128, 2, 56, 1),
+    (128, 1, 28, 3),
+    (256, 2, 28, 1),
+    (256, 1, 14, 5),
+    (512, 2, 14, 1),
+    (512, 1, 7, 2),
+)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(contenders: dict, rounds: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each contender, run in turn ``rounds`` times after one warm-up."""
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn, device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def layer_step(layer: nn.Module, x: torch.Tensor):
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).sum().backward()
+
+    return step
+
+
+def bench_layers(batch: int, rounds: int, device: torch.device) -> None:
+    print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, forward + backward (ms, median of {rounds})")
+    print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'reference':>12}{'fast':>10}{'speed-up':>10}  auto runs")
+    totals = {"reference": 0.0, "auto": 0.0}
+    for channels, stride, side, count in LAYER_SHAPES:
+        torch.manual_seed(0)
+        reference = LambdaLayer(channels, stride, implementation="reference").to(device)
+        fast = LambdaLayer(channels, stride).to(device)
+        fast.load_state_dict(reference.state_dict())
+        x = torch.randn(batch, channels, side, side, device=device, requires_grad=True)
+        steps = {"reference": layer_step(reference, x), "auto": layer_step(fast, x)}
+        medians = interleaved_medians(steps, rounds, device)
+        for name in totals:
+            totals[name] += count * medians[name]
+        shape = f"{channels}, {side}x{side}, {stride}"
+        ref_ms, fast_ms = 1e3 * medians["reference"], 1e3 * medians["auto"]
+        print(
+            f"{shape:<24}{count:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x  "
+            f"{choose_formulation(side, side)}",
+            flush=True,
+        )
+    ref_ms, fast_ms = 1e3 * totals["reference"], 1e3 * totals["auto"]
+    print(f"{'all 16 layers':<24}{16:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x")
+
+
+def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        optimizer.step()
+
+    return step
+
+
+def infer_step(model: nn.Module, x: torch.Tensor):
+    def step() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return step
+
+
+def build(name: str, device: torch.device) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "lambda_resnet50_reference":
+        return create_model("lambda_resnet50", lambda_implementation="reference").to(device)
+    return create_model(name).to(device)
+
+
+def bench_models(batch: int, rounds: int, device: torch.device, with_reference: bool) -> None:
+    names = ["lambda_resnet50", "resnet50"] + (["lambda_resnet50_reference"] if with_reference else [])
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    models = {name: build(name, device) for name in names}
+    for mode in ("train", "inference"):
+        steps = {}
+        for name, model in models.items():
+            model.train(mode == "train")
+            steps[name] = train_step(model, x, target) if mode == "train" else infer_step(model, x)
+        medians = interleaved_medians(steps, rounds, device)
+        baseline = batch / medians["resnet50"]
+        print(f"\n{mode}, batch {batch} at 224 (images/s, median of {rounds} interleaved steps)")
+        for name in names:
+            rate = batch / medians[name]
+            print(f"{name:<28}{rate:>8.2f}  {rate / baseline:.2f}x resnet50", flush=True)
+
+
+def peak_memory_child(name: str, batch: int) -> None:
+    """Run in a fresh process: max RSS growth (MiB) over two training steps, as JSON on stdout."""
+    device = torch.device("cpu")
+    model = build(name, device)
+    step = train_step(model, torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,)))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"name": name, "peak_growth_mib": (after - before) / 1024, "max_rss_mib": after / 1024}))
+
+
+def bench_memory(batch: int) -> None:
+    print(f"\npeak training memory, batch {batch} at 224, CPU (fresh process each; RSS, MiB)")
+    print(f"{'model':<28}{'max RSS':>10}{'growth in 2 steps':>20}")
+    for name in ("lambda_resnet50", "lambda_resnet50_reference", "resnet50"):
+        command = [sys.executable, __file__, "--memory-child", name, "--batch", str(batch)]
+        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        print(f"{name:<28}{result['max_rss_mib']:>10.0f}{result['peak_growth_mib']:>20.0f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=("layers", "models", "memory"), action="append")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions per contender")
+    parser.add_argument("--with-reference-model", action="store_true", help="also time the whole reference model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        peak_memory_child(args.memory_child, args.batch)
+        return
+    device = torch.device(args.device)
+    parts = args.only or ["layers", "models", "memory"]
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, float32")
+    if "layers" in parts:
+        bench_layers(args.batch, args.rounds, device)
+    if "models" in parts:
+        bench_models(args.batch, args.rounds, device, args.with_reference_model)
+    if "memory" in parts and device.type == "cpu":
+        bench_memory(args.batch)
+
+
+if __name__ == "__main__":
+    main()

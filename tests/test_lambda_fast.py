@@ -1,0 +1,165 @@
+"""The fast formulations of the lambda layer compute the published function, and its gradients.
+
+Every formulation is compared with ``"reference"`` (the published conv3d + einsum): in
+float64 to rounding error (outputs and every gradient), in float32 within 1e-4 relative
+at the real shapes of Lambda-ResNet-50, and against the golden fixtures of the published
+code. Speed is measured by ``scripts/bench_lambda.py`` and ``tests/benchmarks``, not here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import calibrated_outputs, relative_error
+from fill import fill_state_dict
+
+from lambda_repro.models import LambdaLayer
+from lambda_repro.models.lambda_dense import relative_position_matrix
+from lambda_repro.models.lambda_fft import LambdaConvolution, fft_length
+from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
+from lambda_repro.models.lambda_position import choose_formulation
+
+FAST = ("dense", "fft", "auto")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def outputs_and_gradients(layer: LambdaLayer, x: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Train-mode output and the gradients of the input and of every parameter."""
+    layer.train()
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = layer(x)
+    out.backward(grad)
+    result = {"output": out.detach(), "input.grad": x.grad}
+    result.update({f"{name}.grad": p.grad for name, p in layer.named_parameters()})
+    return result
+
+
+def twin_layers(channels: int, stride: int, implementation: str, dtype: torch.dtype, **kwargs):
+    torch.manual_seed(0)
+    reference = LambdaLayer(channels, stride, implementation="reference", **kwargs).to(dtype)
+    # Non-trivial affine norms and bias, so that their gradients are checked too.
+    with torch.no_grad():
+        for p in reference.parameters():
+            if p.dim() == 1:
+                p.normal_()
+    fast = LambdaLayer(channels, stride, implementation=implementation, **kwargs).to(dtype)
+    fast.load_state_dict(reference.state_dict())
+    return reference, fast
+
+
+def assert_same_function(reference, fast, x, tolerance):
+    grad = torch.randn(reference(x).shape, dtype=x.dtype)
+    expected = outputs_and_gradients(reference, x, grad)
+    actual = outputs_and_gradients(fast, x, grad)
+    assert expected.keys() == actual.keys()
+    errors = {name: rel(actual[name], expected[name]) for name in expected}
+    assert max(errors.values()) < tolerance, errors
+
+
+def test_default_is_auto_and_names_are_listed():
+    assert LambdaLayer(16).implementation == "auto"
+    assert set(IMPLEMENTATIONS) == {"auto", "reference", "dense", "fft"}
+
+
+@pytest.mark.parametrize(("side", "expected"), [(7, "dense"), (14, "dense"), (28, "fft"), (56, "fft")])
+def test_auto_chooses_by_map_size(side, expected):
+    assert choose_formulation(side, side) == expected
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize(
+    ("channels", "stride", "height", "width", "intra_depth"),
+    [
+        (16, 1, 7, 7, 1),
+        (16, 2, 12, 9, 1),  # non-square, odd side, pooling
+        (8, 1, 3, 2, 1),  # map far smaller than the 23x23 window
+        (16, 1, 30, 26, 1),  # map larger than the window: the kernel is not cropped
+        (8, 1, 9, 13, 2),  # intra-depth u > 1
+    ],
+)
+def test_same_function_and_gradients_float64(implementation, channels, stride, height, width, intra_depth):
+    reference, fast = twin_layers(channels, stride, implementation, torch.float64, intra_depth=intra_depth)
+    x = torch.randn(2, channels, height, width, dtype=torch.float64)
+    assert_same_function(reference, fast, x, 1e-10)
+
+
+@pytest.mark.parametrize("implementation", ["dense", "fft"])
+def test_smaller_context_window(implementation):
+    reference, fast = twin_layers(8, 1, implementation, torch.float64, context_size=5)
+    assert_same_function(reference, fast, torch.randn(2, 8, 11, 10, dtype=torch.float64), 1e-10)
+
+
+@pytest.mark.parametrize(
+    ("channels", "stride", "side"),
+    [(64, 1, 56), (128, 2, 28), (256, 1, 14), (512, 1, 7)],
+    ids=["layer1-56x56", "layer3.0-28x28", "layer3-14x14", "layer4-7x7"],
+)
+def test_float32_within_1e4_of_reference_at_real_shapes(channels, stride, side):
+    reference, fast = twin_layers(channels, stride, "auto", torch.float32)
+    assert_same_function(reference, fast, torch.randn(2, channels, side, side), 1e-4)
+
+
+def test_comparison_detects_a_wrong_position_term():
+    """The float32 comparison can fail: a perturbed position embedding is caught."""
+    reference, fast = twin_layers(64, 1, "auto", torch.float32)
+    with torch.no_grad():
+        fast.lambda_conv.weight[0, 0, 0, 11, 12] += 0.05
+    with pytest.raises(AssertionError):
+        assert_same_function(reference, fast, torch.randn(2, 64, 28, 28), 1e-4)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("index", range(5))
+def test_each_fast_formulation_matches_golden(layer_golden, implementation, index):
+    config, arrays = layer_golden
+    case = config["configs"][index]
+    layer = LambdaLayer(case["d"], stride=case["stride"], implementation=implementation)
+    fill_state_dict(layer, config["seed"] + index)
+    layer.double()
+    train_out, eval_out = calibrated_outputs(layer, torch.from_numpy(arrays[f"c{index}_input"]))
+    assert relative_error(train_out, arrays[f"c{index}_train_output"]) < 1e-9
+    assert relative_error(eval_out, arrays[f"c{index}_eval_output"]) < 1e-9
+
+
+def test_lambda_convolution_gradcheck():
+    torch.manual_seed(0)
+    maps = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(LambdaConvolution.apply, (maps, weight))
+
+
+def test_relative_position_matrix_is_the_convolution():
+    torch.manual_seed(0)
+    weight = torch.randn(3, 1, 5, 5, dtype=torch.float64)
+    maps = torch.randn(2, 1, 4, 6, dtype=torch.float64)
+    table = relative_position_matrix(weight, 4, 6)  # (k, u, P, P)
+    expected = torch.nn.functional.conv2d(maps, weight, padding=2).reshape(2, 3, 24)
+    actual = torch.einsum("kpq,bq->bkp", table[:, 0], maps.reshape(2, 24))
+    assert rel(actual, expected) < 1e-12
+    assert table[0, 0, 0, 23] == 0  # (0,0) -> (3,5) is outside the 5x5 window
+
+
+@pytest.mark.parametrize(("minimum", "expected"), [(67, 72), (39, 40), (18, 18), (7, 8), (1, 1)])
+def test_fft_length_is_smooth_and_minimal(minimum, expected):
+    assert fft_length(minimum) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("implementation", ["dense", "fft"])
+def test_autocast_gives_finite_outputs_and_gradients(implementation, dtype):
+    """bf16 and fp16 autocast run on CPU; the fast position term is accumulated in float32."""
+    torch.manual_seed(0)
+    layer = LambdaLayer(32, implementation=implementation)
+    x = (100 * torch.randn(2, 32, 12, 12)).requires_grad_()  # large activations: fp16 overflow bait
+    with torch.autocast("cpu", dtype=dtype):
+        out = layer(x)
+    assert out.dtype == dtype
+    out.float().square().mean().backward()
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for name, p in layer.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
