@@ -329,3 +329,36 @@ def test_a_batch_size_out_of_memory_is_shown_not_fatal(tmp_path):
     assert "| train img/s, batch 64 (median, IQR) | out of memory | 300.00 (285.00-315.00, n=3) |  |" in markdown
     flat = flat_profile_metrics({m: profile[m] for m in ("lambda_resnet50", "resnet50")})
     assert "profile/lambda_resnet50/train_img_s_bs64" not in flat and flat["profile/resnet50/train_img_s_bs64"] == 300.0
+
+
+@pytest.mark.slow
+def test_report_reads_the_mlflow_run_and_logs_itself_into_it(tmp_path):
+    from mlflow import MlflowClient
+
+    from lambda_repro.tracking import RunTracker
+
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    tracker = RunTracker(uri, "report-test", buffer_dir=tmp_path / "buffer", system_metrics=False)
+    run_id = tracker.start()
+    tracker.log_params({"train.epochs": 4, "model.name": "lambda_resnet50"})
+    tracker.log_metrics({"val_top1": 61.25}, step=4)
+    tracker.end()
+    write_fake_metrics(tmp_path / "metrics")
+    (tmp_path / "metrics" / "mlflow_run.json").write_text(
+        json.dumps({"tracking_uri": uri, "experiment": "report-test", "run_id": run_id})
+    )
+    config = ReportConfig(metrics_dir=str(tmp_path / "metrics"), output_dir=str(tmp_path / "reports"))
+    result = build_report(config)
+
+    markdown = result.markdown.read_text()
+    assert f"Run {run_id} in experiment 'report-test'" in markdown
+    assert "| val_top1 | 61.25 |" in markdown  # final metrics, via mlflow.search_runs
+    assert "| train.epochs | 4 |" in markdown  # the run's params
+    assert f"report logged to MLflow run {run_id}" in result.notes
+    client = MlflowClient(uri)
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert logged == {"report/report.md", "report/report.html", "report/figures"}
+    metrics = client.get_run(run_id).data.metrics
+    # The profile stage had not logged into this run: the report did.
+    assert metrics["profile/lambda_resnet50/params"] == 14_995_848
+    assert metrics["profile/resnet50/train_img_s_bs8"] == 8.875

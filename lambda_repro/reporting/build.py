@@ -136,7 +136,7 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
         if inputs.profile and not logged:  # the profile stage could not log (e.g. it ran before this run existed)
             metrics = flat_profile_metrics({m: inputs.profile[m] for m in profiled_models(inputs.profile)})
         artifacts = [(markdown_path, "report"), (html_path, "report")] + [(p, "report/figures") for p in drawn]
-        problem = log_to_run(run, metrics, artifacts)
+        problem = log_to_run(run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer")
         notes.append(f"MLflow: {problem}" if problem else f"report logged to MLflow run {run.run_id}")
     return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes)
 

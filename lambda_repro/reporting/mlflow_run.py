@@ -36,12 +36,18 @@ def log_to_run(
     ref: RunRef,
     metrics: dict[str, float] | None = None,
     artifacts: list[tuple[str | os.PathLike, str | None]] = (),
+    buffer_dir: str | os.PathLike = "metrics/mlflow_buffer",
 ) -> str | None:
-    """Log ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; returns a problem text or ``None``."""
+    """Log ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; returns a problem text or ``None``.
+
+    ``buffer_dir`` keeps what could not be delivered (see :class:`~lambda_repro.tracking.RunTracker`).
+    """
     try:
         from lambda_repro.tracking import RunTracker
 
-        tracker = RunTracker(ref.tracking_uri, ref.experiment, run_id=ref.run_id, system_metrics=False)
+        tracker = RunTracker(
+            ref.tracking_uri, ref.experiment, run_id=ref.run_id, system_metrics=False, buffer_dir=buffer_dir
+        )
         tracker.start()
         try:
             if metrics:
@@ -50,7 +56,7 @@ def log_to_run(
                 tracker.log_artifact(path, artifact_dir)
         finally:
             tracker.end()
-        pending = tracker.pending_records()
+        pending = tracker.pending_records
     except Exception as err:  # the store is optional for every stage that logs here
         return f"MLflow logging failed: {type(err).__name__}: {err}"
     if pending:
