@@ -53,10 +53,11 @@ def test_every_class_has_its_own_texture_and_colour_combination():
     for classes in (10, 23, 100):
         cues = [class_cues(label, classes) for label in range(classes)]
         assert len(set(cues)) == classes
-    # Neither cue alone separates the 10 default classes.
+    # Neither cue alone separates the 10 default classes: 2 textures x 5 colour families.
     textures = [class_cues(k, 10)[0] for k in range(10)]
     hues = [class_cues(k, 10)[1] for k in range(10)]
-    assert len(set(textures)) == 5 and len(set(hues)) == 2
+    assert (len(set(textures)), len(set(hues))) == (2, 5)
+    assert len({class_cues(k, 100)[0] for k in range(100)}) == 5  # many classes use every texture
 
 
 def test_refuses_to_write_into_an_existing_directory(tmp_path):
