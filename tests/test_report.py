@@ -362,3 +362,13 @@ def test_report_reads_the_mlflow_run_and_logs_itself_into_it(tmp_path):
     # The profile stage had not logged into this run: the report did.
     assert metrics["profile/lambda_resnet50/params"] == 14_995_848
     assert metrics["profile/resnet50/train_img_s_bs8"] == 8.875
+
+
+def test_lambda_formulation_is_shown_with_what_auto_ran():
+    from lambda_repro.reporting.tables import _formulation
+
+    assert _formulation({"lambda_implementation": "auto", "lambda_formulations": {"dense": 8, "fft": 8}}) == (
+        "auto (dense x8, fft x8)"
+    )
+    assert _formulation({"lambda_implementation": "reference", "lambda_formulations": {"reference": 16}}) == "reference"
+    assert _formulation({"lambda_implementation": None}) == "-"

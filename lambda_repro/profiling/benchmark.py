@@ -15,6 +15,7 @@ import platform
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +95,7 @@ def environment(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_device_count": torch.cuda.device_count(),
         "cpu_count": os.cpu_count(),
@@ -105,13 +106,54 @@ def environment(device: torch.device) -> dict:
     return info
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def lambda_implementation_of(model: torch.nn.Module) -> str | None:
-    """The formulation the model's lambda layers run (``None`` for a model without lambda layers)."""
+    """The formulation the model's lambda layers are set to (``None`` for a model without lambda layers)."""
     declared = getattr(model, "lambda_implementation", None)
     if declared is not None:
         return str(declared)
     names = sorted({m.implementation for m in model.modules() if isinstance(m, LambdaLayer)})
     return ",".join(names) if names else None
+
+
+def lambda_formulations_run(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """How many lambda layers compute each formulation on input ``x`` (``auto`` resolved per map size).
+
+    One untimed forward with shape-recording hooks; ``{}`` for a model without lambda layers.
+    """
+    try:
+        from lambda_repro.models.lambda_position import choose_formulation
+    except ImportError:  # a library without per-size formulations: "auto" stays as named
+        choose_formulation = None
+    counts: dict[str, int] = {}
+
+    def record(layer: LambdaLayer, inputs: tuple) -> None:
+        _, _, h, w = inputs[0].shape
+        name = layer.implementation
+        if name == "auto" and choose_formulation is not None:
+            name = choose_formulation(h, w)
+        counts[name] = counts.get(name, 0) + 1
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, LambdaLayer)]
+    if not handles:
+        return counts
+    try:
+        with torch.inference_mode():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(sorted(counts.items()))
 
 
 def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> dict:
@@ -167,6 +209,7 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
 
         reset_peak(device)
         x1 = batch(1)
+        result["lambda_formulations"] = lambda_formulations_run(model, x1)
         with torch.inference_mode(), autocast(device, config.precision):
             latency = time_repeated(
                 lambda: model(x1),

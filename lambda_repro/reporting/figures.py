@@ -129,7 +129,9 @@ def _color(i: int) -> str:
 
 
 def _short(value: float) -> str:
-    return "" if value != value else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
+    if value != value:
+        return ""
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def _save(fig, path: str | os.PathLike) -> Path:

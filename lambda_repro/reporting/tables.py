@@ -106,7 +106,7 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
             {m: d.get("peak_memory_mb", {}).get(phase) for m, d in data.items()},
             ",.0f",
         )
-    lines.append(("lambda layers run as", {m: str(d.get("lambda_implementation") or "-") for m, d in data.items()}, ""))
+    lines.append(("lambda layers run as", {m: _formulation(d) for m, d in data.items()}, ""))
     frame = pd.DataFrame(
         [{"quantity": label, **values, f"{models[0]} / {models[-1]}": ratio} for label, values, ratio in lines]
     )
@@ -131,6 +131,16 @@ def profiled_models(profile: dict | None) -> list[str]:
     """Models in a profile file (entries with counts), the published one first."""
     names = [k for k, v in (profile or {}).items() if isinstance(v, dict) and "params" in v]
     return sorted(names, key=lambda n: (n != PUBLISHED_MODEL, n))
+
+
+def _formulation(entry: dict) -> str:
+    """``auto (dense x13, fft x3)``: the setting, and what the layers computed at the profiled size."""
+    name = entry.get("lambda_implementation")
+    if not name:
+        return "-"
+    run = entry.get("lambda_formulations") or {}
+    detail = ", ".join(f"{k} x{v}" for k, v in run.items())
+    return f"{name} ({detail})" if detail and set(run) != {name} else str(name)
 
 
 def _batch_keys(data: dict[str, dict], phase: str) -> list[str]:
