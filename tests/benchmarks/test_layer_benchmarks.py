@@ -1,0 +1,135 @@
+"""Microbenchmarks at the real shapes of Lambda-ResNet-50's 16 lambda layers (224x224 input).
+
+Run with ``pytest --benchmark-only`` (the default ``pytest`` run skips them). For each
+distinct layer shape (grouped by shape; identical layers are benchmarked once, ``count``
+says how many share it) and for forward and forward + backward:
+
+* ``lambda-fast``: :class:`LambdaLayer` default (``"auto"``), ``lambda-reference``: the
+  published formulation;
+* ``conv3x3``: the ResNet-50 3x3 convolution the lambda layer replaces (stride on the
+  convolution, as torchvision's ResNet-50 v1.5);
+* ``mhsa-global``: 4-head self-attention over all positions (``scaled_dot_product_attention``,
+  which does not materialise the attention matrix), with 1x1 q/k/v and output projections.
+
+Knobs (environment): ``LAMBDA_BENCH_BATCH`` (8), ``LAMBDA_BENCH_ROUNDS`` (3),
+``LAMBDA_BENCH_DEVICE`` (``cuda`` if available, else ``cpu``). CUDA timings synchronise
+inside the timed function; the CUDA path was never run here (no GPU was available).
+``extra_info`` records device, dtype, shape, torch version, threads and peak memory
+(CUDA: ``max_memory_allocated``; CPU: the process's max RSS, a high-water mark over the
+whole session, so only its growth is attributable to a benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lambda_repro.models import LambdaLayer
+
+BATCH = int(os.environ.get("LAMBDA_BENCH_BATCH", "8"))
+ROUNDS = int(os.environ.get("LAMBDA_BENCH_ROUNDS", "3"))
+DEVICE = torch.device(os.environ.get("LAMBDA_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+
+# (channels, stride, map side at the layer's input, how many of the 16 layers share it)
+SHAPES = [
+    (64, 1, 56, 3),
+    (128, 2, 56, 1),
+    (128, 1, 28, 3),
+    (256, 2, 28, 1),
+    (256, 1, 14, 5),
+    (512, 2, 14, 1),
+    (512, 1, 7, 2),
+]
+SHAPE_IDS = [f"c{c}-{s}x{s}-stride{st}" for c, st, s, _ in SHAPES]
+
+
+class GlobalSelfAttention(nn.Module):
+    """Multi-head self-attention over every position of the map (stride 2: 3x3 average pooling after)."""
+
+    def __init__(self, channels: int, stride: int, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1, bias=False)
+        self.proj = nn.Conv2d(channels, channels, 1, bias=False)
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.pool(self.proj(out.transpose(-1, -2).reshape(n, c, h, w)))
+
+
+def build(kind: str, channels: int, stride: int) -> nn.Module:
+    if kind == "lambda-fast":
+        return LambdaLayer(channels, stride)
+    if kind == "lambda-reference":
+        return LambdaLayer(channels, stride, implementation="reference")
+    if kind == "conv3x3":
+        return nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+    if kind == "mhsa-global":
+        return GlobalSelfAttention(channels, stride)
+    raise ValueError(kind)
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
+def peak_memory_mib() -> float:
+    if DEVICE.type == "cuda":
+        return torch.cuda.max_memory_allocated(DEVICE) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@pytest.mark.parametrize("kind", ["lambda-fast", "lambda-reference", "conv3x3", "mhsa-global"])
+@pytest.mark.parametrize("mode", ["forward", "forward+backward"])
+@pytest.mark.parametrize(("channels", "stride", "side", "count"), SHAPES, ids=SHAPE_IDS)
+def test_layer(benchmark, kind, mode, channels, stride, side, count):
+    benchmark.group = f"{channels}ch {side}x{side} stride {stride} (x{count} in lambda_resnet50)"
+    torch.manual_seed(0)
+    module = build(kind, channels, stride).to(DEVICE).train()
+    x = torch.randn(BATCH, channels, side, side, device=DEVICE, requires_grad=mode != "forward")
+
+    def forward() -> torch.Tensor:
+        with torch.no_grad():
+            out = module(x)
+        synchronize()
+        return out
+
+    def forward_backward() -> torch.Tensor:
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        out = module(x)
+        out.sum().backward()
+        synchronize()
+        return out
+
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+    rss_before = peak_memory_mib()
+    out = benchmark.pedantic(
+        forward if mode == "forward" else forward_backward, rounds=ROUNDS, iterations=1, warmup_rounds=1
+    )
+    benchmark.extra_info.update(
+        {
+            "device": str(DEVICE),
+            "dtype": str(x.dtype),
+            "input_shape": list(x.shape),
+            "output_shape": list(out.shape),
+            "layers_sharing_shape": count,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "peak_memory_mib": round(peak_memory_mib(), 1),
+            "peak_memory_growth_mib": round(peak_memory_mib() - rss_before, 1),
+            "peak_memory_kind": "cuda max_memory_allocated" if DEVICE.type == "cuda" else "process max RSS",
+        }
+    )
+    # The same output shape for every contender: they are interchangeable in the block.
+    assert out.shape == (BATCH, channels, side // stride, side // stride)
