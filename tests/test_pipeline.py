@@ -114,7 +114,7 @@ def test_second_repro_is_a_no_op_and_a_training_param_dirties_only_train(project
     assert "Running stage" not in again.stdout
     assert checkpoint.stat().st_mtime_ns == before
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["train"]["base_lr"] = 0.2
+    params["train"]["base_lr"] *= 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(run([f"{ENV_BIN}/dvc", "status", "--json", "evaluate"], repo, env).stdout)
+    status = json.loads(run([f"{ENV_BIN}/dvc", "status", "--json", "--with-deps", "evaluate"], repo, env).stdout)
     assert set(status) == {"train"}  # evaluate follows once train's checkpoint changes; prepare is untouched
