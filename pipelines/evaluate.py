@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 if not __package__:
-    # Run as `python pipelines/evaluate.py`: import from the project root, not from pipelines/ (whose
-    # profile.py would shadow the standard library's `profile`, which torch imports).
+    # Run as `python pipelines/evaluate.py`: import from the project root instead of pipelines/, where a
+    # stage named like a standard-library module (profile.py) would shadow it for torch.
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import torch

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 if not __package__:
-    # Run as `python pipelines/train.py`: import from the project root, not from pipelines/ (whose
-    # profile.py would shadow the standard library's `profile`, which torch imports).
+    # Run as `python pipelines/train.py`: import from the project root instead of pipelines/, where a
+    # stage named like a standard-library module (profile.py) would shadow it for torch.
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lambda_repro.tracking.git_info import git_tags
