@@ -91,7 +91,13 @@ def position_output_fft(
     maps = values.reshape(n, depth, value_dim, height, width).transpose(1, 2)
     maps = maps.reshape(n * value_dim, depth, height, width)
     lambdas = LambdaConvolution.apply(maps, kernel).reshape(n, value_dim, key_dim, positions)
-    out = torch.einsum("nhkm,nvkm->nhvm", queries, lambdas)
+    # y[n,h,v,m] = sum_k q[n,h,k,m] lambda[n,k,v,m]: one (heads x key_dim) @ (key_dim x value_dim)
+    # product per position. Made contiguous first: einsum's bmm on these strides copies every
+    # small matrix separately (tens of thousands of tiny ops, very slow with several threads).
+    heads = queries.shape[1]
+    q_rows = queries.permute(0, 3, 1, 2).reshape(n * positions, heads, key_dim)
+    lambda_rows = lambdas.permute(0, 3, 2, 1).reshape(n * positions, key_dim, value_dim)
+    out = torch.bmm(q_rows, lambda_rows).reshape(n, positions, heads, value_dim).permute(0, 2, 3, 1)
     if bias is not None:
         out = out + torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
     return out
