@@ -347,5 +347,6 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
     if context.is_main:
         write_summary(metrics_dir / "train.json", summary())
     if tracker is not None:
-        tracker.log_metrics({f"final_{k}": v for k, v in summary().items() if isinstance(v, int | float)})
+        final = {k if k.startswith("final_") else f"final_{k}": v for k, v in summary().items()}
+        tracker.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
     return TrainResult(outcome.FINISHED, f"trained {config.epochs} epochs", summary())
