@@ -137,6 +137,8 @@ def assert_same_training(run_dir: Path, reference_dir: Path) -> None:
     checkpoint, summary, history = final_state(run_dir)
     ref_checkpoint, ref_summary, ref_history = final_state(reference_dir)
     assert checkpoint["finished"] and checkpoint["epoch"] == 2
+    # In a shared checkout someone may edit the code between two runs: then nothing is comparable.
+    assert checkpoint["code_digest"] == ref_checkpoint["code_digest"], "the training code changed while the test ran"
     assert checkpoint["state_dict"].keys() == ref_checkpoint["state_dict"].keys()
     different = [k for k, t in ref_checkpoint["state_dict"].items() if not torch.equal(t, checkpoint["state_dict"][k])]
     assert not different, f"{len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
@@ -209,6 +211,7 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_the_rerun_resumes(workspace, re
     second = run_stage(run_dir)
     assert second.returncode == 0, explain(second)
     assert "resuming from checkpoints/last.pt" in second.stdout, explain(second)
+    assert "training code changed" not in second.stdout, "the code was edited between the two runs of the test"
     assert_same_training(run_dir, reference)
     client, resumed = mlflow_run(run_dir)
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
