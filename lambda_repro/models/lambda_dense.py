@@ -57,9 +57,17 @@ def position_output_dense(
     heads = queries.shape[1]
     key_dim, r = weight.shape[0], weight.shape[-1]
     table = relative_position_matrix(weight.reshape(key_dim, depth, r, r), height, width)
-    attention = torch.einsum("nhkp,kupq->nhpuq", queries, table).reshape(n, heads, positions, depth * positions)
-    keys_values = values.transpose(-1, -2).reshape(n, 1, depth * positions, value_dim)
-    out = torch.matmul(attention, keys_values).transpose(-1, -2)
+    # A[n,h,p,:] = sum_k q[n,h,k,p] T[k,p,:]: one (N*heads x key_dim) @ (key_dim x u*P) product per
+    # query position p, on contiguous operands (einsum's bmm on these strides copies every
+    # small matrix separately: very slow with several threads).
+    q_rows = queries.permute(3, 0, 1, 2).reshape(positions, n * heads, key_dim)
+    table_rows = table.permute(2, 0, 1, 3).reshape(positions, key_dim, depth * positions)
+    attention = torch.bmm(q_rows, table_rows)  # (P, N*heads, u*P)
+    attention = attention.reshape(positions, n, heads, depth * positions).permute(1, 2, 0, 3)
+    keys_values = values.transpose(-1, -2).reshape(n, depth * positions, value_dim)
+    # y = A @ V: N products of (heads*P x u*P) @ (u*P x value_dim).
+    out = torch.bmm(attention.reshape(n, heads * positions, depth * positions), keys_values)
+    out = out.reshape(n, heads, positions, value_dim).transpose(-1, -2)
     if bias is not None:
         out = out + torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
     return out
