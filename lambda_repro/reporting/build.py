@@ -124,7 +124,7 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
     blocks += _mlflow_section(run, runs, mlflow_problem)
     blocks += _environment_section(inputs, params, repo_dir)
     if inputs.missing or notes:
-        blocks += [Heading("Inputs not found"), Bullets(tuple(inputs.missing + notes))]
+        blocks += [Heading("Notes: inputs not found, MLflow"), Bullets(tuple(inputs.missing + notes))]
 
     markdown_path, html_path = out / "report.md", out / "report.html"
     markdown_path.write_text(render_markdown(TITLE, blocks))

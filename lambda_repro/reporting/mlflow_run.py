@@ -85,7 +85,7 @@ def run_params_and_metrics(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     row = runs.iloc[0]
     params = [(c.removeprefix("params."), row[c]) for c in runs.columns if c.startswith("params.")]
     metrics = [
-        (c.removeprefix("metrics."), row[c])
+        (c.removeprefix("metrics."), f"{row[c]:.6g}")
         for c in runs.columns
         if c.startswith("metrics.") and not c.startswith("metrics.system/") and pd.notna(row[c])
     ]
