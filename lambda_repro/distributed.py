@@ -69,8 +69,25 @@ def init_distributed(backend: str = "auto", timeout_s: float = 1800) -> Distribu
     if world_size == 1:
         return DistributedContext(0, 0, 1, device, None)
     resolved = resolve_backend(backend, cuda)
-    dist.init_process_group(backend=resolved, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    dist.init_process_group(
+        backend=resolved, store=_attempt_store(world_size, timeout), rank=rank, world_size=world_size, timeout=timeout
+    )
     return DistributedContext(rank, local_rank, world_size, device, resolved)
+
+
+def _attempt_store(world_size: int, timeout: timedelta) -> dist.Store:
+    """torchrun's store, seen through a prefix unique to this restart attempt.
+
+    After torchrun restarts a group (a worker was killed), the store still holds the dead
+    attempt's addresses under the same keys; with plain ``env://`` the new workers read
+    them and gloo hangs connecting to a dead peer (seen with torch 2.14). A prefix per
+    ``TORCHELASTIC_RESTART_COUNT`` gives every attempt a clean namespace.
+    """
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size, is_master=False, timeout=timeout
+    )
+    return dist.PrefixStore(f"lambda_repro/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown_distributed(context: DistributedContext) -> None:
