@@ -61,12 +61,17 @@ class LambdaConvolution(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             # grad_maps[q] = sum_k sum_p weight_k[q - p] grad_out_k[p]: a convolution.
             kernel_spectrum = torch.fft.rfft2(_centred(weight, size))  # (k, u, ...)
-            spectrum = (grad_spectrum.unsqueeze(2) * kernel_spectrum.unsqueeze(0)).sum(1)
+            # Accumulated one kernel at a time: no (B, k, u, ...) temporary (peak memory).
+            spectrum = grad_spectrum[:, 0].unsqueeze(1) * kernel_spectrum[0]
+            for k in range(1, kernel_spectrum.shape[0]):
+                spectrum += grad_spectrum[:, k].unsqueeze(1) * kernel_spectrum[k]
             grad_maps = torch.fft.irfft2(spectrum, s=size)[..., :height, :width]
         if ctx.needs_input_grad[1]:
             # grad_weight[d] = sum_b sum_p grad_out[p] maps[p + d]: a cross-correlation.
             maps_spectrum = torch.fft.rfft2(maps, s=size)  # (B, u, ...)
-            spectrum = (grad_spectrum.conj().unsqueeze(2) * maps_spectrum.unsqueeze(1)).sum(0)
+            spectrum = torch.stack(
+                [(grad_spectrum[:, k].conj().unsqueeze(1) * maps_spectrum).sum(0) for k in range(weight.shape[0])]
+            )
             full = torch.roll(torch.fft.irfft2(spectrum, s=size), (ry // 2, rx // 2), (-2, -1))
             grad_weight = full[..., :ry, :rx]
         return grad_maps, grad_weight
