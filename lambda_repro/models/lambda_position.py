@@ -40,6 +40,23 @@ IMPLEMENTATIONS = ("auto", *FORMULATIONS)
 DENSE_MAX_POSITIONS = 400
 
 
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous gradient.
+
+    A gradient that arrives expanded (``out.sum().backward()`` gives stride-0 gradients)
+    sends the per-position batched matmuls of the fast formulations down a path that
+    copies every tiny matrix separately: 3-4x slower. One copy here avoids it.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 def choose_formulation(height: int, width: int) -> str:
     """What ``"auto"`` runs for an ``height x width`` map.
 
@@ -74,4 +91,4 @@ def position_output(
             height,
             width,
         )
-    return out.to(queries.dtype)
+    return _ContiguousGradient.apply(out.to(queries.dtype))
