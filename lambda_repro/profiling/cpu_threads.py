@@ -3,8 +3,10 @@
 On a shared machine, OpenMP threads beyond the idle cores wait at every barrier for a
 thread the OS has descheduled: measured here, ResNet-50 batch-1 inference took 0.30 s with
 1 thread and 1.8 s with 2 on a 2-core machine with load average 9. ``auto`` therefore uses
-the cores left idle (CPU count minus the 1-minute load average, at least 1) unless a
-thread count is given.
+the cores left idle (CPU count minus the cores busy right now, at least 1) unless a thread
+count is given. "Right now" is CPU use sampled over half a second, not the 1-minute load
+average: that one lags, and right after the pipeline's own training stage it still counts
+the finished workers (seen here: 1 thread chosen on an idle 2-core machine).
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ def load_average() -> float | None:
         return None
 
 
+def busy_cores(sample_s: float = 0.5) -> float | None:
+    """Cores in use by any process, from system-wide CPU use over ``sample_s`` seconds."""
+    try:
+        import psutil
+    except ImportError:
+        return load_average()
+    return psutil.cpu_percent(interval=sample_s) / 100 * (os.cpu_count() or 1)
+
+
 def idle_cores(cpu_count: int | None = None, load: float | None = None) -> int:
-    """CPU count minus the (rounded) 1-minute load average, at least 1."""
+    """CPU count minus the (rounded) busy cores (``load``; measured now when None), at least 1."""
     cpu_count = cpu_count or os.cpu_count() or 1
-    load = load_average() if load is None else load
+    load = busy_cores() if load is None else load
     if load is None:
         return cpu_count
     return max(1, min(cpu_count, cpu_count - round(load)))
