@@ -103,6 +103,8 @@ def test_mlflow_run_holds_params_metrics_system_metrics_and_commit(project):
     assert any(key.startswith("system/cpu_utilization") for key in run_.data.metrics)
     commit = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
     assert run_.data.tags["mlflow.source.git.commit"] == commit
+    logged = [a.path for a in client.list_artifacts(run_.info.run_id, "checkpoints")]
+    assert logged == ["checkpoints/last.pt"]
 
 
 @pytest.mark.slow

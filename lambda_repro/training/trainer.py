@@ -349,4 +349,6 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
     if tracker is not None:
         final = {k if k.startswith("final_") else f"final_{k}": v for k, v in summary().items()}
         tracker.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
+        # The trained weights, browsable and downloadable beside the run's metrics.
+        tracker.log_artifact(config.checkpoint, artifact_path="checkpoints")
     return TrainResult(outcome.FINISHED, f"trained {config.epochs} epochs", summary())
