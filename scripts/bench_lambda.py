@@ -29,17 +29,9 @@ from torch import nn
 
 from lambda_repro.models import LambdaLayer, create_model
 from lambda_repro.models.lambda_position import choose_formulation
+from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
-# (channels, stride, map side before pooling, how many of Lambda-ResNet-50's layers)
-LAYER_SHAPES = (
-    (64, 1, 56, 3),
-    (128, 2, 56, 1),
-    (128, 1, 28, 3),
-    (256, 2, 28, 1),
-    (256, 1, 14, 5),
-    (512, 2, 14, 1),
-    (512, 1, 7, 2),
-)
+LAYER_SHAPES = LAMBDA_RESNET50_LAYER_SHAPES
 
 
 def synchronize(device: torch.device) -> None:

@@ -71,3 +71,22 @@ def test_num_classes_changes_only_the_classifier():
     model = create_model("lambda_resnet50", num_classes=10)
     assert model.fc.weight.shape == (10, 2048)
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_layer_shape_table_is_what_lambda_resnet50_runs_at_224():
+    from collections import Counter
+
+    from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
+
+    model = create_model("lambda_resnet50").eval()
+    seen = Counter()
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: seen.update([(m.channels, m.stride, args[0].shape[-1])]))
+        for m in model.modules()
+        if isinstance(m, LambdaLayer)
+    ]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
+    for hook in hooks:
+        hook.remove()
+    assert seen == {(c, s, side): n for c, s, side, n in LAMBDA_RESNET50_LAYER_SHAPES}

@@ -30,21 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lambda_repro.models import LambdaLayer
+from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
 BATCH = int(os.environ.get("LAMBDA_BENCH_BATCH", "8"))
 ROUNDS = int(os.environ.get("LAMBDA_BENCH_ROUNDS", "3"))
 DEVICE = torch.device(os.environ.get("LAMBDA_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
 
-# (channels, stride, map side at the layer's input, how many of the 16 layers share it)
-SHAPES = [
-    (64, 1, 56, 3),
-    (128, 2, 56, 1),
-    (128, 1, 28, 3),
-    (256, 2, 28, 1),
-    (256, 1, 14, 5),
-    (512, 2, 14, 1),
-    (512, 1, 7, 2),
-]
+SHAPES = list(LAMBDA_RESNET50_LAYER_SHAPES)
 SHAPE_IDS = [f"c{c}-{s}x{s}-stride{st}" for c, st, s, _ in SHAPES]
 
 
