@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lambda_repro.models.lambda_kernel import position_bias, reachable_taps
+
 
 def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Lay an ``r x r`` relative-position kernel out as dense matrices over positions.
@@ -27,13 +29,11 @@ def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> t
         ``T[k, u, p, q] = weight[k, u, qy - py + r//2, qx - px + r//2]`` inside the window
         and 0 outside: the matrix form of the zero-padded cross-correlation.
     """
-    key_dim, depth, r, _ = weight.shape
-    pad = (r - 1) // 2
+    key_dim, depth = weight.shape[:2]
     # Centre the kernel on a (2H-1) x (2W-1) canvas of all relative offsets (crop taps
     # that never reach the map, zero-pad offsets the window does not cover).
-    reach_y, reach_x = min(pad, height - 1), min(pad, width - 1)
-    kernel = weight[:, :, pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
-    margin_y, margin_x = height - 1 - reach_y, width - 1 - reach_x
+    kernel = reachable_taps(weight, height, width)
+    margin_y, margin_x = height - kernel.shape[-2] // 2 - 1, width - kernel.shape[-1] // 2 - 1
     canvas = F.pad(kernel, (margin_x, margin_x, margin_y, margin_y))
     # unfold of the flipped canvas gives U[k, q', p] = canvas[H-1 - qy + py, W-1 - qx + px]
     # with q' the flipped key position; un-flipping q' yields T. unfold's backward (fold)
@@ -69,5 +69,5 @@ def position_output_dense(
     out = torch.bmm(attention.reshape(n, heads * positions, depth * positions), keys_values)
     out = out.reshape(n, heads, positions, value_dim).transpose(-1, -2)
     if bias is not None:
-        out = out + torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
+        out = out + position_bias(queries, bias)
     return out

@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from lambda_repro.models.lambda_kernel import position_bias, reachable_taps
+
 
 def fft_length(minimum: int) -> int:
     """Smallest 2-3-5-smooth integer >= ``minimum`` (FFT libraries are fastest there)."""
@@ -88,11 +90,7 @@ def position_output_fft(
     """Position term ``y_p``, same signature and result as ``position_output_reference``."""
     n, depth, value_dim, positions = values.shape
     key_dim, r = weight.shape[0], weight.shape[-1]
-    pad = (r - 1) // 2
-    # Taps farther than the map's extent only ever meet zero padding: drop them.
-    reach_y, reach_x = min(pad, height - 1), min(pad, width - 1)
-    kernel = weight.reshape(key_dim, depth, r, r)
-    kernel = kernel[:, :, pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
+    kernel = reachable_taps(weight.reshape(key_dim, depth, r, r), height, width)
     maps = values.reshape(n, depth, value_dim, height, width).transpose(1, 2)
     maps = maps.reshape(n * value_dim, depth, height, width)
     lambdas = LambdaConvolution.apply(maps, kernel).reshape(n, value_dim, key_dim, positions)
@@ -104,5 +102,5 @@ def position_output_fft(
     lambda_rows = lambdas.permute(0, 3, 2, 1).reshape(n * positions, key_dim, value_dim)
     out = torch.bmm(q_rows, lambda_rows).reshape(n, positions, heads, value_dim).permute(0, 2, 3, 1)
     if bias is not None:
-        out = out + torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
+        out = out + position_bias(queries, bias)
     return out
