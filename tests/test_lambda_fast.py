@@ -15,11 +15,11 @@ from fill import fill_state_dict
 
 from lambda_repro.models import LambdaLayer
 from lambda_repro.models.lambda_dense import relative_position_matrix
-from lambda_repro.models.lambda_fft import LambdaConvolution, fft_length
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
-from lambda_repro.models.lambda_position import choose_formulation
+from lambda_repro.models.lambda_position import choose_formulation, position_output
+from lambda_repro.models.lambda_spectral import RowDFT, position_output_spectral, row_block
 
-FAST = ("dense", "fft", "auto")
+FAST = ("dense", "spectral", "auto")
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,10 +62,10 @@ def assert_same_function(reference, fast, x, tolerance):
 
 def test_default_is_auto_and_names_are_listed():
     assert LambdaLayer(16).implementation == "auto"
-    assert set(IMPLEMENTATIONS) == {"auto", "reference", "dense", "fft"}
+    assert set(IMPLEMENTATIONS) == {"auto", "reference", "dense", "spectral"}
 
 
-@pytest.mark.parametrize(("side", "expected"), [(7, "dense"), (14, "dense"), (28, "fft"), (56, "fft")])
+@pytest.mark.parametrize(("side", "expected"), [(7, "dense"), (14, "dense"), (28, "spectral"), (56, "spectral")])
 def test_auto_chooses_by_map_size(side, expected):
     assert choose_formulation(side, side) == expected
 
@@ -87,7 +87,7 @@ def test_same_function_and_gradients_float64(implementation, channels, stride, h
     assert_same_function(reference, fast, x, 1e-10)
 
 
-@pytest.mark.parametrize("implementation", ["dense", "fft"])
+@pytest.mark.parametrize("implementation", ["dense", "spectral"])
 def test_smaller_context_window(implementation):
     reference, fast = twin_layers(8, 1, implementation, torch.float64, context_size=5)
     assert_same_function(reference, fast, torch.randn(2, 8, 11, 10, dtype=torch.float64), 1e-10)
@@ -125,11 +125,60 @@ def test_each_fast_formulation_matches_golden(layer_golden, implementation, inde
     assert relative_error(eval_out, arrays[f"c{index}_eval_output"]) < 1e-9
 
 
-def test_lambda_convolution_gradcheck():
+@pytest.mark.parametrize(("height", "width", "depth", "r"), [(4, 5, 2, 5), (9, 3, 1, 7), (6, 6, 1, 3)])
+def test_spectral_position_term_gradcheck(height, width, depth, r):
+    """Its hand-written backward (row blocks, lambdas rebuilt) against finite differences."""
     torch.manual_seed(0)
-    maps = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 2, 5, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(LambdaConvolution.apply, (maps, weight))
+    args = (
+        torch.randn(2, 2, 3, height * width, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, depth, 2, height * width, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, depth, 1, r, r, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(lambda q, v, w, b: position_output_spectral(q, v, w, b, height, width), args)
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 28, 56, 57])
+def test_row_dft_round_trip_and_no_wrap_around(width):
+    """inverse(forward(x)) = x for every kept position, and a tap at the edge meets zeros, not
+    the other end of the row (the circular length leaves room for the kernel)."""
+    dft = RowDFT(width, 23, torch.float64, torch.device("cpu"))
+    rows = torch.randn(3, width, dtype=torch.float64)
+    assert rel(rows @ dft.forward @ dft.inverse.T, rows) < 1e-12
+    # Shifting right by 11 (the farthest tap) through the spectra: the first 11 outputs are zero.
+    spectra = (rows @ dft.forward).view(3, -1, 2)
+    tap = dft.taps.view(23, -1, 2)[0]  # tap dx = -11: out[x] = row[x - 11]
+    shifted = torch.view_as_complex(spectra.contiguous()) * torch.view_as_complex(tap.contiguous())
+    out = torch.view_as_real(shifted).reshape(3, -1) @ dft.inverse.T
+    expected = torch.nn.functional.pad(rows, (11, 0))[:, :width]
+    assert rel(out, expected) < 1e-12 if expected.norm() > 0 else out.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize(("height", "expected"), [(56, 4), (28, 4), (14, 7), (7, 7), (10, 5), (13, 4)])
+def test_row_block_divides_the_map_when_it_can(height, expected):
+    assert row_block(height) == expected
+
+
+def saved_for_backward(implementation: str, side: int) -> list[int]:
+    """Sizes (elements) of the tensors autograd keeps for the position term's backward."""
+    torch.manual_seed(0)
+    queries = torch.randn(2, 4, 16, side * side, requires_grad=True)
+    values = torch.randn(2, 1, 16, side * side, requires_grad=True)
+    weight = torch.randn(16, 1, 1, 23, 23, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        position_output(implementation, queries, values, weight, None, side, side)
+    return saved
+
+
+@pytest.mark.parametrize("side", [28, 56])
+def test_spectral_keeps_less_for_backward_than_the_published_layer(side):
+    """The point of the row blocks: no lambda-sized tensor is kept, and less in total."""
+    lambdas = 2 * 16 * 16 * side * side
+    spectral, reference = saved_for_backward("spectral", side), saved_for_backward("reference", side)
+    assert max(reference) >= lambdas  # the published layer keeps its lambdas
+    assert max(spectral) < lambdas * 0.6, (max(spectral), lambdas)
+    assert sum(spectral) < sum(reference), (sum(spectral), sum(reference))
 
 
 def test_relative_position_matrix_is_the_convolution():
@@ -143,13 +192,8 @@ def test_relative_position_matrix_is_the_convolution():
     assert table[0, 0, 0, 23] == 0  # (0,0) -> (3,5) is outside the 5x5 window
 
 
-@pytest.mark.parametrize(("minimum", "expected"), [(67, 72), (39, 40), (18, 18), (7, 8), (1, 1)])
-def test_fft_length_is_smooth_and_minimal(minimum, expected):
-    assert fft_length(minimum) == expected
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("implementation", ["dense", "fft"])
+@pytest.mark.parametrize("implementation", ["dense", "spectral"])
 def test_autocast_gives_finite_outputs_and_gradients(implementation, dtype):
     """bf16 and fp16 autocast run on CPU; the fast position term is accumulated in float32."""
     torch.manual_seed(0)

@@ -169,7 +169,7 @@ def test_benchmark_model_records_counts_timings_and_memory():
     assert result["lambda_implementation"] == model.layer1[0].conv2.implementation
     layers = [m for m in model.modules() if isinstance(m, LambdaLayer)]
     assert sum(result["lambda_formulations"].values()) == len(layers)
-    assert set(result["lambda_formulations"]) <= {"dense", "fft", "reference"}  # "auto" resolved per map size
+    assert set(result["lambda_formulations"]) <= {"dense", "spectral", "reference"}  # "auto" resolved per map size
     assert sorted(result["train"]) == ["bs2"] and sorted(result["inference"]) == ["bs1", "bs2"]
     assert result["train"]["bs2"]["n"] == 2 and result["latency_ms"]["n"] == 3
     assert 0 < result["train"]["bs2"]["min"] <= result["train"]["bs2"]["median"] <= result["train"]["bs2"]["max"]

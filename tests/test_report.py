@@ -367,8 +367,8 @@ def test_report_reads_the_mlflow_run_and_logs_itself_into_it(tmp_path):
 def test_lambda_formulation_is_shown_with_what_auto_ran():
     from lambda_repro.reporting.tables import _formulation
 
-    assert _formulation({"lambda_implementation": "auto", "lambda_formulations": {"dense": 8, "fft": 8}}) == (
-        "auto (dense x8, fft x8)"
+    assert _formulation({"lambda_implementation": "auto", "lambda_formulations": {"dense": 8, "spectral": 8}}) == (
+        "auto (dense x8, spectral x8)"
     )
     assert _formulation({"lambda_implementation": "reference", "lambda_formulations": {"reference": 16}}) == "reference"
     assert _formulation({"lambda_implementation": None}) == "-"

@@ -61,7 +61,8 @@ def position_output_dense(
     # query position p, on contiguous operands (einsum's bmm on these strides copies every
     # small matrix separately: very slow with several threads).
     q_rows = queries.permute(3, 0, 1, 2).reshape(positions, n * heads, key_dim)
-    table_rows = table.permute(2, 0, 1, 3).reshape(positions, key_dim, depth * positions)
+    # Made contiguous: a permuted view here is again copied one small matrix at a time.
+    table_rows = table.permute(2, 0, 1, 3).reshape(positions, key_dim, depth * positions).contiguous()
     attention = torch.bmm(q_rows, table_rows)  # (P, N*heads, u*P)
     attention = attention.reshape(positions, n, heads, depth * positions).permute(1, 2, 0, 3)
     keys_values = values.transpose(-1, -2).reshape(n, depth * positions, value_dim)

@@ -37,7 +37,7 @@ class LambdaLayer(nn.Module):
         implementation: how the position term is computed; every choice computes the
             same function (see ``lambda_position``). ``"auto"`` (default) picks the
             fastest exact formulation for each map size (``"dense"`` on small maps,
-            ``"fft"`` on large ones); ``"reference"`` is the published formulation.
+            ``"spectral"`` on large ones); ``"reference"`` is the published formulation.
     """
 
     def __init__(

@@ -4,13 +4,14 @@ Every formulation computes the same function as the published one (``"reference"
 
 * ``"reference"``: the published 3-D convolution + einsum (the nominal MAC count);
 * ``"dense"``: dense relative-position matrices, all GEMMs (small maps; see ``lambda_dense``);
-* ``"fft"``: direct convolution forward, FFT gradients (large maps; see ``lambda_fft``);
+* ``"spectral"``: a DFT along rows and block-Toeplitz GEMMs down columns, lambdas built one
+  block of rows at a time and never stored (large maps; see ``lambda_spectral``);
 * ``"auto"``: per call, the fastest of these for the map size (measured on CPU with
   ``scripts/bench_lambda.py``).
 
-The fast formulations run in at least float32, also under bf16 / fp16 autocast: FFTs have
-no bf16 kernels on CPU, and fp32 accumulation of the lambdas is what keeps fp16 training
-free of the overflow NaNs users report. The result is cast back to the queries' dtype.
+The fast formulations run in at least float32, also under bf16 / fp16 autocast: fp32
+accumulation of the lambdas (sums of 529 taps) is what keeps fp16 training free of the
+overflow NaNs users report. The result is cast back to the queries' dtype.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Callable
 import torch
 
 from lambda_repro.models.lambda_dense import position_output_dense
-from lambda_repro.models.lambda_fft import position_output_fft
 from lambda_repro.models.lambda_reference import position_output_reference
+from lambda_repro.models.lambda_spectral import position_output_spectral
 
 PositionOutput = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int, int],
@@ -31,12 +32,12 @@ PositionOutput = Callable[
 FORMULATIONS: dict[str, PositionOutput] = {
     "reference": position_output_reference,
     "dense": position_output_dense,
-    "fft": position_output_fft,
+    "spectral": position_output_spectral,
 }
 IMPLEMENTATIONS = ("auto", *FORMULATIONS)
 
-# Up to this many positions (e.g. 20x20) the dense matrices beat the convolution: measured
-# on CPU at 7x7 and 14x14 (dense ~8-15x faster than the reference) and 28x28 (fft faster).
+# Up to this many positions (e.g. 20x20) the dense matrices win: measured on CPU at 7x7 and
+# 14x14 (dense ~1.7x faster than spectral) and 28x28 (spectral ~6x faster than dense).
 DENSE_MAX_POSITIONS = 400
 
 
@@ -61,9 +62,9 @@ def choose_formulation(height: int, width: int) -> str:
     """What ``"auto"`` runs for an ``height x width`` map.
 
     The same rule is used on CUDA, where it was never measured (no GPU was available):
-    the dense path is batched GEMMs and the FFT path cuFFT, both efficient there too.
+    both formulations are batched GEMMs, efficient there too.
     """
-    return "dense" if height * width <= DENSE_MAX_POSITIONS else "fft"
+    return "dense" if height * width <= DENSE_MAX_POSITIONS else "spectral"
 
 
 def position_output(

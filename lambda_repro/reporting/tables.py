@@ -134,7 +134,7 @@ def profiled_models(profile: dict | None) -> list[str]:
 
 
 def _formulation(entry: dict) -> str:
-    """``auto (dense x13, fft x3)``: the setting, and what the layers computed at the profiled size."""
+    """``auto (dense x9, spectral x7)``: the setting, and what the layers computed at the profiled size."""
     name = entry.get("lambda_implementation")
     if not name:
         return "-"
