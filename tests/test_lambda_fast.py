@@ -16,8 +16,8 @@ from fill import fill_state_dict
 from lambda_repro.models import LambdaLayer
 from lambda_repro.models.lambda_dense import relative_position_matrix
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
-from lambda_repro.models.lambda_position import choose_formulation, position_output
-from lambda_repro.models.lambda_spectral import RowDFT, position_output_spectral, row_block
+from lambda_repro.models.lambda_position import choose_formulation, lambda_output
+from lambda_repro.models.lambda_spectral import RowDFT, lambda_output_spectral, row_block
 
 FAST = ("dense", "spectral", "auto")
 
@@ -132,10 +132,11 @@ def test_spectral_position_term_gradcheck(height, width, depth, r):
     args = (
         torch.randn(2, 2, 3, height * width, dtype=torch.float64, requires_grad=True),
         torch.randn(2, depth, 2, height * width, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True),
         torch.randn(3, depth, 1, r, r, dtype=torch.float64, requires_grad=True),
         torch.randn(3, dtype=torch.float64, requires_grad=True),
     )
-    assert torch.autograd.gradcheck(lambda q, v, w, b: position_output_spectral(q, v, w, b, height, width), args)
+    assert torch.autograd.gradcheck(lambda q, v, c, w, b: lambda_output_spectral(q, v, c, w, b, height, width), args)
 
 
 @pytest.mark.parametrize("width", [1, 2, 7, 28, 56, 57])
@@ -164,10 +165,11 @@ def saved_for_backward(implementation: str, side: int) -> list[int]:
     torch.manual_seed(0)
     queries = torch.randn(2, 4, 16, side * side, requires_grad=True)
     values = torch.randn(2, 1, 16, side * side, requires_grad=True)
+    content = torch.randn(2, 16, 16, requires_grad=True)
     weight = torch.randn(16, 1, 1, 23, 23, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        position_output(implementation, queries, values, weight, None, side, side)
+        lambda_output(implementation, queries, values, content, weight, None, side, side)
     return saved
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lambda_repro.models.lambda_kernel import position_bias, reachable_taps
+from lambda_repro.models.lambda_kernel import reachable_taps, shared_lambda
 
 
 def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -44,15 +44,16 @@ def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> t
     return unfolded.flip(1).transpose(1, 2).reshape(key_dim, depth, positions, positions)
 
 
-def position_output_dense(
+def lambda_output_dense(
     queries: torch.Tensor,
     values: torch.Tensor,
+    content: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """Position term ``y_p``, same signature and result as ``position_output_reference``."""
+    """Layer output, same signature and result as ``lambda_output_reference``."""
     n, depth, value_dim, positions = values.shape
     heads = queries.shape[1]
     key_dim, r = weight.shape[0], weight.shape[-1]
@@ -60,8 +61,8 @@ def position_output_dense(
     # A[n,h,p,:] = sum_k q[n,h,k,p] T[k,p,:]: one (N*heads x key_dim) @ (key_dim x u*P) product per
     # query position p, on contiguous operands (einsum's bmm on these strides copies every
     # small matrix separately: very slow with several threads).
-    q_rows = queries.permute(3, 0, 1, 2).reshape(positions, n * heads, key_dim)
-    # Made contiguous: a permuted view here is again copied one small matrix at a time.
+    # Both made contiguous: bmm on these permuted views copies one small matrix at a time.
+    q_rows = queries.permute(3, 0, 1, 2).reshape(positions, n * heads, key_dim).contiguous()
     table_rows = table.permute(2, 0, 1, 3).reshape(positions, key_dim, depth * positions).contiguous()
     attention = torch.bmm(q_rows, table_rows)  # (P, N*heads, u*P)
     attention = attention.reshape(positions, n, heads, depth * positions).permute(1, 2, 0, 3)
@@ -69,6 +70,4 @@ def position_output_dense(
     # y = A @ V: N products of (heads*P x u*P) @ (u*P x value_dim).
     out = torch.bmm(attention.reshape(n, heads * positions, depth * positions), keys_values)
     out = out.reshape(n, heads, positions, value_dim).transpose(-1, -2)
-    if bias is not None:
-        out = out + position_bias(queries, bias)
-    return out
+    return out + torch.einsum("bhkm,bkv->bhvm", queries, shared_lambda(content, bias))

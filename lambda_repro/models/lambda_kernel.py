@@ -15,6 +15,9 @@ def reachable_taps(kernel: torch.Tensor, height: int, width: int) -> torch.Tenso
     return kernel[..., pad - reach_y : pad + reach_y + 1, pad - reach_x : pad + reach_x + 1]
 
 
-def position_bias(queries: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The bias of the position lambdas seen through the queries: ``(N, heads, 1, H*W)``."""
-    return torch.einsum("nhkm,k->nhm", queries, bias).unsqueeze(2)
+def shared_lambda(content: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The part of every position's lambda that does not depend on the position: ``(N, k, v)``.
+
+    The content lambda, plus the position lambdas' bias (``bias[k]`` for every value channel).
+    """
+    return content if bias is None else content + bias[:, None]

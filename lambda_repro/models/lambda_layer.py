@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lambda_repro.models.lambda_position import IMPLEMENTATIONS, position_output
+from lambda_repro.models.lambda_position import IMPLEMENTATIONS, lambda_output
 
 __all__ = ["IMPLEMENTATIONS", "LambdaLayer"]
 
@@ -103,10 +103,6 @@ class LambdaLayer(nn.Module):
         k = torch.softmax(k.reshape(n, self.intra_depth, self.key_dim, h * w), dim=-1)
 
         content_lambda = torch.einsum("bukm,buvm->bkv", k, v)
-        y_content = torch.einsum("bhkm,bkv->bhvm", q, content_lambda)
-        y_position = self._position_output(q, v, h, w)
-        out = (y_content + y_position).reshape(n, c, h, w)
-        return self.pool(out)
-
-    def _position_output(self, q: torch.Tensor, v: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        return position_output(self.implementation, q, v, self.lambda_conv.weight, self.lambda_conv.bias, h, w)
+        weight, bias = self.lambda_conv.weight, self.lambda_conv.bias
+        out = lambda_output(self.implementation, q, v, content_lambda, weight, bias, h, w)
+        return self.pool(out.reshape(n, c, h, w))

@@ -1,4 +1,8 @@
-"""The lambda layer's position term: its exact formulations and the choice between them.
+"""The lambda layer's output ``y = q . (lambda_c + lambda_p)``: exact formulations, and the choice.
+
+The content lambda ``lambda_c`` is one small ``(k, v)`` matrix per image, computed by the
+layer; the position lambdas ``lambda_p`` (one per position) are what the formulations
+differ in.
 
 Every formulation computes the same function as the published one (``"reference"``):
 
@@ -20,19 +24,19 @@ from collections.abc import Callable
 
 import torch
 
-from lambda_repro.models.lambda_dense import position_output_dense
-from lambda_repro.models.lambda_reference import position_output_reference
-from lambda_repro.models.lambda_spectral import position_output_spectral
+from lambda_repro.models.lambda_dense import lambda_output_dense
+from lambda_repro.models.lambda_reference import lambda_output_reference
+from lambda_repro.models.lambda_spectral import lambda_output_spectral
 
-PositionOutput = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int, int],
+LambdaOutput = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int, int],
     torch.Tensor,
 ]
 
-FORMULATIONS: dict[str, PositionOutput] = {
-    "reference": position_output_reference,
-    "dense": position_output_dense,
-    "spectral": position_output_spectral,
+FORMULATIONS: dict[str, LambdaOutput] = {
+    "reference": lambda_output_reference,
+    "dense": lambda_output_dense,
+    "spectral": lambda_output_spectral,
 }
 IMPLEMENTATIONS = ("auto", *FORMULATIONS)
 
@@ -67,26 +71,34 @@ def choose_formulation(height: int, width: int) -> str:
     return "dense" if height * width <= DENSE_MAX_POSITIONS else "spectral"
 
 
-def position_output(
+def lambda_output(
     implementation: str,
     queries: torch.Tensor,
     values: torch.Tensor,
+    content: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """Position term ``y_p`` ``(N, heads, value_dim, H*W)`` by the named formulation."""
+    """Layer output before pooling, ``(N, heads, value_dim, H*W)``, by the named formulation.
+
+    Args:
+        queries: ``(N, heads, key_dim, H*W)``; values: ``(N, intra_depth, value_dim, H*W)``.
+        content: the content lambda ``(N, key_dim, value_dim)``.
+        weight, bias: the ``lambda_conv`` parameters.
+    """
     if implementation == "auto":
         implementation = choose_formulation(height, width)
     if implementation == "reference":
-        return position_output_reference(queries, values, weight, bias, height, width)
+        return lambda_output_reference(queries, values, content, weight, bias, height, width)
     formulation = FORMULATIONS[implementation]
     dtype = torch.promote_types(queries.dtype, torch.float32)
     with torch.autocast(queries.device.type, enabled=False):
         out = formulation(
             queries.to(dtype),
             values.to(dtype),
+            content.to(dtype),
             weight.to(dtype),
             None if bias is None else bias.to(dtype),
             height,

@@ -13,19 +13,21 @@ import torch
 import torch.nn.functional as F
 
 
-def position_output_reference(
+def lambda_output_reference(
     queries: torch.Tensor,
     values: torch.Tensor,
+    content: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """Position term ``y_p`` of the lambda layer, as the published code computes it.
+    """Output ``y = y_c + y_p`` of the lambda layer, as the published code computes it.
 
     Args:
         queries: ``(N, heads, key_dim, H*W)``.
         values: ``(N, intra_depth, value_dim, H*W)``.
+        content: the content lambda ``(N, key_dim, value_dim)``.
         weight: ``(key_dim, intra_depth, 1, r, r)``, the ``lambda_conv`` weight.
         bias: ``(key_dim,)`` or None.
 
@@ -38,4 +40,5 @@ def position_output_reference(
     pad = (r - 1) // 2
     lambda_p = F.conv3d(values.reshape(n, u, v_dim, height, width), weight, bias, padding=(0, pad, pad))
     lambda_p = lambda_p.reshape(n, key_dim, v_dim, height * width)
-    return torch.einsum("bhkm,bkvm->bhvm", queries, lambda_p)
+    y_content = torch.einsum("bhkm,bkv->bhvm", queries, content)
+    return y_content + torch.einsum("bhkm,bkvm->bhvm", queries, lambda_p)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from lambda_repro.models.lambda_kernel import position_bias, reachable_taps
+from lambda_repro.models.lambda_kernel import reachable_taps, shared_lambda
 
 
 def row_block(height: int) -> int:
@@ -85,88 +85,137 @@ def column_toeplitz(kernel_spectrum: torch.Tensor, block: int) -> torch.Tensor:
     return matrix.permute(5, 0, 1, 3, 2, 4, 6).reshape(bins, 2 * key_dim * block, depth * span * 2)
 
 
+class _Workspace:
+    """Buffers that every block of rows reuses: a fresh large buffer per block costs page
+    faults (on CPU as much time as the GEMM that fills it)."""
+
+    def __init__(self, toeplitz: torch.Tensor, shared: torch.Tensor, width: int, block: int, backward: bool) -> None:
+        n, key_dim, value_dim = shared.shape
+        bins, rows = toeplitz.shape[:2]  # rows = (re/im, k, i)
+        columns = n * value_dim
+        self.product = shared.new_empty(bins, rows, columns)  # (f, (o, k, i), (N, v))
+        self.spatial = shared.new_empty(width, rows // 2 * columns)  # (x, (k, i, N, v))
+        self.lambdas = shared.new_empty(block, width, n, key_dim, value_dim)
+        if backward:
+            self.grad_lambdas = shared.new_empty(block * width * n, key_dim, value_dim)
+
+
 def _row_block_lambdas(
-    toeplitz: torch.Tensor, columns: torch.Tensor, inverse: torch.Tensor, block_index: int, shape: tuple[int, ...]
+    toeplitz: torch.Tensor,
+    spectra: torch.Tensor,
+    inverse: torch.Tensor,
+    shared: torch.Tensor,
+    block_index: int,
+    work: _Workspace,
 ) -> torch.Tensor:
-    """Lambdas of one block of rows: ``(block*W*N, k, v)``, rows ordered (row, x, N)."""
-    width, key_dim, block, n, value_dim = shape
-    product = torch.bmm(toeplitz, columns[block_index])  # (f, (o, k, i), (N, v))
-    lambdas = inverse @ product.view(inverse.shape[1], -1)  # (x, k, i, N, v)
-    lambdas = lambdas.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
-    return lambdas.reshape(block * width * n, key_dim, value_dim)
+    """Whole lambdas (shared part added) of one block of rows: ``(block*W*N, k, v)``, rows (row, x, N)."""
+    block, width, n, key_dim, value_dim = work.lambdas.shape
+    for u, columns in enumerate(_block_columns(spectra, toeplitz, block_index * block)):
+        part = toeplitz[:, :, u * columns.shape[1] : (u + 1) * columns.shape[1]]
+        if u == 0:
+            torch.bmm(part, columns, out=work.product)
+        else:
+            work.product.baddbmm_(part, columns)
+    torch.mm(inverse, work.product.view(inverse.shape[1], -1), out=work.spatial)  # (x, k, i, N, v)
+    # One pass: reorder to (row, x, N, k, v) and add the shared lambda.
+    spatial = work.spatial.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
+    torch.add(spatial, shared, out=work.lambdas)
+    return work.lambdas.view(-1, key_dim, value_dim)
+
+
+def _block_columns(spectra: torch.Tensor, toeplitz: torch.Tensor, start: int) -> list[torch.Tensor]:
+    """Per intra-depth slice, the input rows of the block starting at row ``start``: views ``(f, span*2, N*v)``."""
+    bins, depth, _, _, columns = spectra.shape
+    span = toeplitz.shape[-1] // (2 * depth)
+    return [spectra[:, u, start : start + span].reshape(bins, span * 2, columns) for u in range(depth)]
 
 
 class RowBlockContraction(torch.autograd.Function):
     """``y = q . lambda_p`` computed one block of rows at a time; lambdas never stored.
 
     The lambdas are the largest tensor of the layer (``k`` times the values). Built and
-    used block by block, they stay in cache, no large buffer is allocated (fresh pages
-    cost as much as the arithmetic on CPU), and nothing of that size is kept for the
-    backward, which rebuilds each block's lambdas instead: less memory than the published
-    layer at the cost of one more forward GEMM pass.
+    used block by block, they stay in cache, no large buffer is allocated, and nothing of
+    that size is kept for the backward, which rebuilds each block's lambdas instead: less
+    memory than the published layer at the cost of one more forward GEMM pass.
 
-    Inputs: ``q_rows (H*W*N, heads, k)`` ordered (row, x, N); ``columns`` and
-    ``toeplitz`` as built in ``position_output_spectral``; ``inverse`` the inverse DFT
-    matrix (constant). Returns ``(H*W*N, heads, v)``.
+    Inputs: ``q_rows (H*W*N, heads, k)`` ordered (row, x, N); ``spectra`` and
+    ``toeplitz`` as built in ``lambda_output_spectral``; ``inverse`` the inverse DFT
+    matrix (constant); ``shared`` ``(N, k, v)``, added to every position's lambda (content
+    lambda and bias). Returns ``(H*W*N, heads, v)``.
     """
 
     @staticmethod
-    def forward(ctx, q_rows, columns, toeplitz, inverse, height: int, width: int, n: int, value_dim: int):
-        blocks, key_dim, block = columns.shape[0], q_rows.shape[-1], toeplitz.shape[1] // (2 * q_rows.shape[-1])
-        shape = (width, key_dim, block, n, value_dim)
+    def forward(ctx, q_rows, spectra, toeplitz, inverse, shared, height: int, width: int, block: int):
+        n, _, value_dim = shared.shape
+        work = _Workspace(toeplitz, shared, width, block, backward=False)
         out = q_rows.new_empty(q_rows.shape[0], q_rows.shape[1], value_dim)
-        for index, (start, stop) in enumerate(_row_ranges(blocks, block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, columns, inverse, index, shape)
+        for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
+            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)
             torch.bmm(q_rows[start:stop], lambdas[: stop - start], out=out[start:stop])
-        ctx.save_for_backward(q_rows, columns, toeplitz, inverse)
-        ctx.dims = (height, shape)
+        ctx.save_for_backward(q_rows, spectra, toeplitz, inverse, shared)
+        ctx.dims = (height, width, block)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        q_rows, columns, toeplitz, inverse = ctx.saved_tensors
-        height, shape = ctx.dims
-        width, key_dim, block, n, value_dim = shape
-        need_q, need_columns, need_toeplitz = ctx.needs_input_grad[:3]
+        q_rows, spectra, toeplitz, inverse, shared = ctx.saved_tensors
+        height, width, block = ctx.dims
+        n, key_dim, value_dim = shared.shape
+        need_q, need_spectra, need_toeplitz, _, need_shared = ctx.needs_input_grad[:5]
         grad_out = grad_out.contiguous()
         grad_q = torch.empty_like(q_rows) if need_q else None
-        grad_columns = torch.empty_like(columns) if need_columns else None
+        grad_spectra = torch.zeros_like(spectra) if need_spectra else None
         grad_toeplitz = torch.zeros_like(toeplitz) if need_toeplitz else None
-        for index, (start, stop) in enumerate(_row_ranges(columns.shape[0], block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, columns, inverse, index, shape)[: stop - start]
+        grad_shared = torch.zeros_like(shared) if need_shared else None
+        work = _Workspace(toeplitz, shared, width, block, backward=True)
+        for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
+            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)[: stop - start]
             grad = grad_out[start:stop]
             if need_q:
                 torch.bmm(grad, lambdas.transpose(1, 2), out=grad_q[start:stop])
-            if not (need_columns or need_toeplitz):
+            if not (need_spectra or need_toeplitz or need_shared):
                 continue
-            grad_lambdas = q_rows.new_zeros(block * width * n, key_dim, value_dim)
+            grad_lambdas = work.grad_lambdas
+            if stop - start < grad_lambdas.shape[0]:  # a last partial block: rows past the map
+                grad_lambdas.zero_()
             torch.bmm(q_rows[start:stop].transpose(1, 2), grad, out=grad_lambdas[: stop - start])
-            # Back through the row-block layout and the inverse DFT: (x, k, i, N, v) -> spectra.
-            grad_lambdas = grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4)
-            grad_product = inverse.t() @ grad_lambdas.reshape(width, -1)
-            grad_product = grad_product.view(toeplitz.shape[0], toeplitz.shape[1], -1)
-            if need_toeplitz:
-                grad_toeplitz.baddbmm_(grad_product, columns[index].transpose(1, 2))
-            if need_columns:
-                torch.bmm(toeplitz.transpose(1, 2), grad_product, out=grad_columns[index])
-        return grad_q, grad_columns, grad_toeplitz, None, None, None, None, None
+            if need_shared:
+                grad_shared += grad_lambdas.view(-1, n, key_dim, value_dim).sum(0)
+            if not (need_spectra or need_toeplitz):
+                continue
+            # Back through the reorder and the inverse DFT (the workspace's buffers are free again).
+            spatial = work.spatial.view(width, key_dim, block, n, value_dim)
+            spatial.copy_(grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4))
+            grad_product = torch.mm(inverse.t(), work.spatial, out=work.product.view(inverse.shape[1], -1))
+            grad_product = grad_product.view(work.product.shape)
+            columns = _block_columns(spectra, toeplitz, index * block)
+            grad_columns = _block_columns(grad_spectra, toeplitz, index * block) if need_spectra else None
+            for u, slice_columns in enumerate(columns):
+                size = slice_columns.shape[1]
+                part = slice(u * size, (u + 1) * size)
+                if need_toeplitz:
+                    grad_toeplitz[:, :, part].baddbmm_(grad_product, slice_columns.transpose(1, 2))
+                if need_spectra:  # overlapping blocks read the same rows: their gradients add up
+                    grad_columns[u].baddbmm_(toeplitz[:, :, part].transpose(1, 2), grad_product)
+        return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None
 
 
-def _row_ranges(blocks: int, block: int, height: int, row_size: int) -> list[tuple[int, int]]:
+def _row_ranges(block: int, height: int, row_size: int) -> list[tuple[int, int]]:
     """Flat ``(start, stop)`` of each block's rows in the (row, x, N) order; the last one cut at ``height``."""
-    return [(b * block * row_size, min((b + 1) * block, height) * row_size) for b in range(blocks)]
+    return [(start * row_size, min(start + block, height) * row_size) for start in range(0, height, block)]
 
 
-def position_output_spectral(
+def lambda_output_spectral(
     queries: torch.Tensor,
     values: torch.Tensor,
+    content: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """Position term ``y_p``, same signature and result as ``position_output_reference``."""
+    """Layer output, same signature and result as ``lambda_output_reference``."""
     n, depth, value_dim, positions = values.shape
     key_dim, r = weight.shape[0], weight.shape[-1]
     heads = queries.shape[1]
@@ -176,19 +225,15 @@ def position_output_spectral(
     bins, pad_y = dft.bins, ry // 2
     block = row_block(height)
     blocks = -(-height // block)
-    span = block + ry - 1
-
-    # Row spectra of every value map, then per block of output rows the span of input
-    # rows it reads (zero rows above and below the map): (blocks, f, (u, row, re/im), (N, v)).
+    # Row spectra of every value map, laid out (f, u, row, re/im, N*v) with zero rows above
+    # and below the map, so that the input rows of each output block are a plain view.
     spectra = values.reshape(n, depth, value_dim, height, width) @ dft.forward
-    spectra = F.pad(spectra, (0, 0, pad_y, blocks * block + span - block - height - pad_y))
-    windows = spectra.unfold(3, span, block).reshape(n, depth, value_dim, blocks, bins, 2, span)
-    columns = windows.permute(3, 4, 1, 6, 5, 0, 2).reshape(blocks, bins, depth * span * 2, n * value_dim)
+    spectra = spectra.view(n, depth, value_dim, height, bins, 2).permute(4, 1, 3, 5, 0, 2)
+    spectra = spectra.reshape(bins, depth, height, 2, n * value_dim)
+    spectra = F.pad(spectra, (0, 0, 0, 0, pad_y, blocks * block + ry - 1 - height - pad_y))
     toeplitz = column_toeplitz((kernel @ dft.taps).reshape(key_dim, depth, ry, bins, 2), block)
 
     q_rows = queries.permute(3, 0, 1, 2).reshape(positions * n, heads, key_dim)
-    out = RowBlockContraction.apply(q_rows, columns, toeplitz, dft.inverse, height, width, n, value_dim)
-    out = out.view(positions, n, heads, value_dim).permute(1, 2, 3, 0)
-    if bias is not None:
-        out = out + position_bias(queries, bias)
-    return out
+    shared = shared_lambda(content, bias)
+    out = RowBlockContraction.apply(q_rows, spectra, toeplitz, dft.inverse, shared, height, width, block)
+    return out.view(positions, n, heads, value_dim).permute(1, 2, 3, 0)
