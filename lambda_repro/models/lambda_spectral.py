@@ -17,6 +17,9 @@ Per output this is ``4*(block + r - 1)/block * bins/W + 2*bins`` multiply-adds
 (``bins = L//2 + 1``): ~130 instead of 529 at 56x56 with ``r = 23``, all in GEMMs. The
 lambdas are then used block by block (``RowBlockContraction``) and never stored. The
 result equals the direct convolution up to floating-point rounding (float64: ~1e-14).
+
+Only GEMMs and copies, so the same code runs on CUDA (cuBLAS); that path was never run on a
+GPU here (none was available), and the block size was tuned on CPU only.
 """
 
 from __future__ import annotations
