@@ -12,111 +12,38 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lambda_repro.models import lambda_layer, list_models
-
-
-class ParamError(ValueError):
-    """A parameter that is missing, mistyped or out of range; the message is one line."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """What one knob accepts.
-
-    ``check`` returns ``None`` when the (type-correct) value is fine, else what is wrong
-    ("must be > 0"); ``choices`` is a callable so that registries read at check time
-    (models, lambda implementations) stay current.
-    """
-
-    types: tuple[type, ...]
-    type_name: str
-    nullable: bool = False
-    check: Callable[[Any], str | None] | None = None
-    choices: Callable[[], tuple] | None = None
-    is_path: bool = False
-
-
-def integer(minimum: int | None = None, maximum: int | None = None, nullable: bool = False) -> Param:
-    def check(value: int) -> str | None:
-        if minimum is not None and value < minimum:
-            return f"must be >= {minimum}"
-        if maximum is not None and value > maximum:
-            return f"must be <= {maximum}"
-        return None
-
-    return Param((int,), "an integer", nullable=nullable, check=check)
-
-
-def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None) -> Param:
-    def check(value: float) -> str | None:
-        if value != value or value in (float("inf"), float("-inf")):
-            return "must be a finite number"
-        if gt is not None and not value > gt:
-            return f"must be > {gt:g}"
-        if ge is not None and not value >= ge:
-            return f"must be >= {ge:g}"
-        if lt is not None and not value < lt:
-            return f"must be < {lt:g}"
-        return None
-
-    return Param((int, float), "a number", check=check)
-
-
-def choice(options: Callable[[], tuple]) -> Param:
-    return Param((str, bool), "one of the listed choices", choices=options)
-
-
-def boolean() -> Param:
-    return Param((bool,), "true or false")
-
-
-def text(nullable: bool = False) -> Param:
-    return Param((str,), "a string", nullable=nullable, check=lambda v: None if v.strip() else "must not be empty")
-
-
-def path(nullable: bool = False) -> Param:
-    return Param((str,), "a path", nullable=nullable, is_path=True, check=lambda v: None if v else "must not be empty")
-
-
-def int_list(minimum: int) -> Param:
-    def check(values: list) -> str | None:
-        if not values:
-            return "must not be empty"
-        if any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in values):
-            return f"must be a list of integers >= {minimum}"
-        return None
-
-    return Param((list,), f"a list of integers >= {minimum}", check=check)
-
-
-def nullable_number(gt: float) -> Param:
-    return Param((int, float), "a number or null", nullable=True, check=number(gt=gt).check)
-
-
-def device() -> Param:
-    def check(value: str) -> str | None:
-        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
-            return None
-        return "must be auto, cpu, cuda or cuda:<index>"
-
-    return Param((str,), "a device name", check=check)
+from lambda_repro.param_types import (
+    Param,
+    ParamError,
+    boolean,
+    choice,
+    device,
+    int_list,
+    integer,
+    nullable_number,
+    number,
+    path,
+    schema_of,
+    text,
+)
+from lambda_repro.training.recipe import TrainConfig
 
 
 def _lambda_implementations() -> tuple:
-    # Read at check time: implementations are added to lambda_layer over time.
-    return ("auto", *lambda_layer.IMPLEMENTATIONS)
+    # Read at check time: implementations are added to lambda_layer over time (``auto`` is one of them).
+    return tuple(lambda_layer.IMPLEMENTATIONS)
 
 
 SCHEMA: dict[str, Any] = {
     "seed": integer(minimum=0),
+    "preset": path(nullable=True),
     "model": {
         "name": choice(lambda: tuple(list_models())),
         "lambda_implementation": choice(_lambda_implementations),
@@ -137,21 +64,7 @@ SCHEMA: dict[str, Any] = {
             "max_size": integer(minimum=8),
         },
     },
-    "train": {
-        "epochs": integer(minimum=1),
-        "image_size": integer(minimum=8),
-        "global_batch": integer(minimum=1),
-        "base_lr": number(gt=0),
-        "momentum": number(ge=0, lt=1),
-        "weight_decay": number(ge=0),
-        "label_smoothing": number(ge=0, lt=1),
-        "warmup_epochs": integer(minimum=0),
-        "zero_init_residual": boolean(),
-        "precision": choice(lambda: ("fp32", "bf16", "fp16")),
-        "channels_last": choice(lambda: ("auto", True, False)),
-        "workers": integer(minimum=0),
-        "checkpoint": path(),
-    },
+    "train": schema_of(TrainConfig),
     "distributed": {
         "nproc_per_node": integer(minimum=1),
         "nnodes": integer(minimum=1),
@@ -184,7 +97,6 @@ SCHEMA: dict[str, Any] = {
         "gpu_sample_interval_s": number(gt=0),
     },
     "report": {
-        "metrics_dir": path(),
         "output_dir": path(),
         "top1_tolerance": number(ge=0),
         "top5_tolerance": number(ge=0),
@@ -205,7 +117,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("seed", "data"),
     "train": ("seed", "model", "train", "distributed", "tracking"),
     "evaluate": ("model", "evaluate", "tracking"),
-    "profile": ("model", "profile"),
+    "profile": ("model", "train", "profile"),
     "report": ("report", "tracking"),
 }
 STAGES = (*STAGE_SECTIONS, "all")
@@ -230,6 +142,47 @@ def load_params(path: str | os.PathLike = "params.yaml") -> dict:
     if not isinstance(params, dict):
         raise ParamError(f"{path}: must be a mapping of sections, got {type(params).__name__}")
     return params
+
+
+# Read by dvc.yaml itself (paths it interpolates), which sees params.yaml only: a preset must not change them.
+FIXED_BY_PARAMS_YAML = ("preset", "train.checkpoint", "evaluate.checkpoint")
+
+
+def load_effective_params(path: str | os.PathLike = "params.yaml") -> dict:
+    """The params a run uses: ``path``, with the overlay its ``preset:`` names merged over it.
+
+    A preset holds only the values that differ from params.yaml (e.g. the published ImageNet
+    recipe); every key it sets must exist in params.yaml, so a typo in a preset is an error,
+    not a silently ignored knob. ``preset`` keeps naming the overlay in the result.
+    """
+    params = load_params(path)
+    preset = params.get("preset")
+    if preset is None:
+        return params
+    if not isinstance(preset, str) or not preset:
+        raise ParamError(f"preset: must be a path to a YAML overlay, got {_show(preset)} ({path})")
+    overlay = load_params(preset)
+    for dotted in FIXED_BY_PARAMS_YAML:
+        section, _, key = dotted.partition(".")
+        if key in overlay.get(section, {}) if key else section in overlay:
+            raise ParamError(f"{dotted}: set it in params.yaml, not in a preset (dvc.yaml reads it there) ({preset})")
+    return merge_overlay(params, overlay, source=str(preset))
+
+
+def merge_overlay(base: Mapping[str, Any], overlay: Mapping[str, Any], *, source: str, prefix: str = "") -> dict:
+    """``base`` with the values of ``overlay`` replacing its own, section by section (lists replace whole)."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1, cutoff=0.6)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ParamError(f"{dotted}: not in params.yaml, so a preset cannot set it{hint} ({source})")
+        if isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            merged[key] = merge_overlay(base[key], value, source=source, prefix=f"{dotted}.")
+        else:
+            merged[key] = value
+    return merged
 
 
 def validate_params(

@@ -7,17 +7,20 @@ Exits 1 with a one-line error (after the full list of offending files, if any) o
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from pathlib import Path
 
-from lambda_repro.config import ParamError, load_params, validate_params
+if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 from lambda_repro.data import DataError
 from lambda_repro.data.prepare import prepare_imagenet, prepare_synthetic
 from lambda_repro.data.synthetic import SyntheticSpec
+from pipelines._stage import stage
 
 
-def run(params: dict) -> dict:
+def prepare(params: dict) -> dict:
     data = params["data"]
     common = {"verify": data.get("verify", "full")}
     if data.get("root") is None:
@@ -50,22 +53,14 @@ def summary(manifest: dict, manifest_path: str, seconds: float) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    args = parser.parse_args(argv)
+def run(params: dict, args) -> int:
     start = time.perf_counter()
-    try:
-        params = load_params(args.params)
-        validate_params(params, "prepare", source=args.params)
-        manifest = run(params)
-    except (ParamError, DataError) as err:
-        for line in getattr(err, "details", []):
-            print(f"  {line}", file=sys.stderr)
-        print(f"prepare: error: {err}", file=sys.stderr)
-        return 1
+    manifest = prepare(params)
     print(summary(manifest, params["data"]["manifest"], time.perf_counter() - start))
     return 0
+
+
+main = stage("prepare", run, __doc__)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ Not named `profile.py`: every `python pipelines/<stage>.py` has pipelines/ on sy
 such a file would shadow the standard library's `profile` module (cProfile, imported by torch,
 imports it) and break every stage.
 
-Reads the `model` and `profile` sections of params.yaml. Each model is measured in its own
-spawned process (see `lambda_repro.profiling.benchmark`). Writes `metrics/profile.json`
-(per model; `settings` says how it was measured) and `metrics/profile_gpu_timeline.csv`
-(NVML samples; only a header without a GPU), and logs the flat metrics into the pipeline's
-MLflow run when `metrics/mlflow_run.json` names one.
+Reads the `model` and `profile` sections of params.yaml (and `train.optimizer`, the training
+step's optimizer). Each model is measured in its own spawned process (see
+`lambda_repro.profiling.benchmark`). Writes `profile.json` (per model; `settings` says how it
+was measured) and `profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into
+`--metrics-dir`, and logs the flat metrics into the pipeline's MLflow run when its
+`mlflow_run.json` names one.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-if not __package__:  # run as `python pipelines/profile_stage.py`: make `pipelines` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
@@ -32,25 +33,26 @@ from lambda_repro.profiling import (
     timeline_rows,
 )
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
-from lambda_repro.reporting.mlflow_run import log_to_run, read_run_ref
-from pipelines._params import ParamError, fail, load_checked, model_kwargs
+from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
+from lambda_repro.training.recipe import model_options
+from pipelines._stage import ParamError, stage
 
-PROFILE_PATH = Path("metrics/profile.json")
-TIMELINE_PATH = Path("metrics/profile_gpu_timeline.csv")
-RUN_POINTER = Path("metrics/mlflow_run.json")
+PROFILE_NAME = "profile.json"
+TIMELINE_NAME = "profile_gpu_timeline.csv"
 
 
-def main() -> int:
+def run(params: dict, args) -> int:
+    section = dict(params["profile"])
+    baseline = section.pop("baseline")
     try:
-        params = load_checked("params.yaml", "profile")
-        section = dict(params["profile"])
-        baseline = section.pop("baseline")
-        config = BenchmarkConfig.from_params(section)
-    except (ParamError, ValueError, KeyError) as err:
-        return fail("profile", str(err))
+        config = BenchmarkConfig.from_params(section, optimizer=params["train"]["optimizer"])
+    except ValueError as err:  # what only this machine can tell (e.g. more threads than cores)
+        raise ParamError(str(err)) from None
     model = params["model"]
-    models = {model["name"]: model_kwargs(model)}
-    models.setdefault(baseline, model_kwargs({"name": baseline}))
+    models = {model["name"]: model_options(model)}
+    models.setdefault(baseline, model_options({**model, "name": baseline}))
+    metrics_dir = Path(args.metrics_dir)
+    profile_path, timeline_path = metrics_dir / PROFILE_NAME, metrics_dir / TIMELINE_NAME
 
     load_before = load_average()
     config = replace(config, threads=resolve_threads(config.threads))
@@ -62,9 +64,9 @@ def main() -> int:
     for entry in results.values():
         entry.pop("gpu_timeline", None)
     profile = {"settings": {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}, **results}
-    PROFILE_PATH.parent.mkdir(parents=True, exist_ok=True)
-    PROFILE_PATH.write_text(json.dumps(profile, indent=2) + "\n")
-    with TIMELINE_PATH.open("w", newline="") as f:
+    profile_path.parent.mkdir(parents=True, exist_ok=True)
+    profile_path.write_text(json.dumps(profile, indent=2) + "\n")
+    with timeline_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TIMELINE_COLUMNS)
         writer.writeheader()
         writer.writerows(timeline)
@@ -81,17 +83,21 @@ def main() -> int:
             f"peak {entry['memory_kind']} {entry['peak_memory_mb']['train']:,.0f} MB"
         )
     print(
-        f"profile: wrote {PROFILE_PATH} and {TIMELINE_PATH} in {wall_s:.0f} s "
+        f"profile: wrote {profile_path} and {timeline_path} in {wall_s:.0f} s "
         f"({config.threads} CPU threads; load average before {load_before})"
     )
 
-    run = read_run_ref(RUN_POINTER)
-    if run is None:
-        print(f"profile: {RUN_POINTER} names no MLflow run; metrics only in {PROFILE_PATH}")
+    pointer = metrics_dir / RUN_POINTER_NAME
+    ref = read_run_pointer(pointer)
+    if ref is None:
+        print(f"profile: {pointer} names no MLflow run; metrics only in {profile_path}")
         return 0
-    problem = log_to_run(run, flat_profile_metrics(results))
-    print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {run.run_id}")
+    problem = log_to_run(ref, flat_profile_metrics(results), buffer_dir=metrics_dir / "mlflow_buffer")
+    print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {ref.run_id}")
     return 0
+
+
+main = stage("profile", run, __doc__)
 
 
 if __name__ == "__main__":

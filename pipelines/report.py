@@ -1,8 +1,8 @@
 """DVC stage `report`: the published table beside the measured figures, as Markdown and self-contained HTML.
 
 Reads the `report` section of params.yaml (and shows the other sections in the report's
-environment part), the metrics files of the earlier stages and the MLflow run named in
-`metrics/mlflow_run.json`. Writes `reports/report.md`, `reports/report.html` and
+environment part), the metrics files of the earlier stages in `--metrics-dir` and the MLflow run their
+`mlflow_run.json` names. Writes `reports/report.md`, `reports/report.html` and
 `reports/figures/*.png`, and logs them to that run as artifacts.
 """
 
@@ -12,20 +12,19 @@ import sys
 import time
 from pathlib import Path
 
-if not __package__:  # run as `python pipelines/report.py`: make `pipelines` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lambda_repro.reporting import ReportConfig, build_report
-from pipelines._params import ParamError, fail, load_checked
+from pipelines._stage import ParamError, stage
 
 
-def main() -> int:
+def run(params: dict, args) -> int:
     start = time.perf_counter()
     try:
-        params = load_checked("params.yaml", "report")
-        config = ReportConfig.from_params(params["report"])
-    except (ParamError, ValueError, KeyError) as err:
-        return fail("report", str(err))
+        config = ReportConfig.from_params({**params["report"], "metrics_dir": args.metrics_dir})
+    except ValueError as err:
+        raise ParamError(str(err)) from None
     result = build_report(config, params)
     accuracy = result.accuracy
     reasons = f" ({'; '.join(accuracy.reasons)})" if accuracy.reasons else ""
@@ -36,6 +35,9 @@ def main() -> int:
     seconds = time.perf_counter() - start
     print(f"report: wrote {result.markdown}, {result.html} and {len(result.figures)} figures in {seconds:.0f} s")
     return 0
+
+
+main = stage("report", run, __doc__)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """DVC stage `train`: launch the distributed training workers with torchrun and wait for them.
 
 Reads the `seed`, `model`, `train`, `distributed` and `tracking` sections of params.yaml
-(and `data.manifest`). Every node of a multi-node job runs this same command; each node's
+(and `data.manifest`); writes `train.json`, `train_history.csv` and `mlflow_run.json` into
+`--metrics-dir`. Every node of a multi-node job runs this same command; each node's
 rank and the rendezvous address come from params, or from the environment where a
 scheduler sets them (`NODE_RANK` or SLURM's `SLURM_NODEID`; `MASTER_ADDR`, `MASTER_PORT`).
 
@@ -11,7 +12,6 @@ resume); 1 bad params, a NaN / inf loss, or a crash torchrun could not recover f
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -19,49 +19,24 @@ import sys
 import tempfile
 from pathlib import Path
 
-if not __package__:
-    # Run as `python pipelines/train.py`: import from the project root instead of pipelines/, where a
-    # stage named like a standard-library module (profile.py) would shadow it for torch.
+if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from lambda_repro.tracking.git_info import git_tags
 from lambda_repro.training import TrainConfig, torchrun_command
 from lambda_repro.training.outcome import EXIT_CODES, FINISHED, OUTCOME_ENV, read_outcome
-from pipelines._params import ParamError, fail, load_checked, model_kwargs
+from pipelines._stage import ParamError, fail, stage
 
 
-def build_config(params: dict, world_size: int) -> TrainConfig:
-    train, tracking = params["train"], params["tracking"]
-    return TrainConfig(
-        model=params["model"]["name"],
-        model_kwargs=model_kwargs(params["model"]),
-        manifest=params["data"]["manifest"],
-        epochs=train["epochs"],
-        image_size=train["image_size"],
-        global_batch=train["global_batch"],
-        world_size=world_size,
-        base_lr=train["base_lr"],
-        momentum=train["momentum"],
-        weight_decay=train["weight_decay"],
-        label_smoothing=train["label_smoothing"],
-        warmup_epochs=train["warmup_epochs"],
-        zero_init_residual=train["zero_init_residual"],
-        precision=train["precision"],
-        channels_last=train["channels_last"],
-        seed=params["seed"],
-        workers=train["workers"],
-        backend=params["distributed"]["backend"],
-        checkpoint=train["checkpoint"],
-        metrics_dir="metrics",
-        tracking={
-            "uri": tracking["uri"],
-            "experiment": tracking["experiment"],
-            "system_metrics": tracking["system_metrics"],
-            "system_metrics_interval_s": tracking["system_metrics_interval_s"],
-            "tags": {**git_tags(), "pipeline.stage": "train"},
-        },
-        params_to_log=params,
-    )
+def tracking_settings(tracking: dict) -> dict:
+    """The MLflow run the workers open (rank 0)."""
+    return {
+        "uri": tracking["uri"],
+        "experiment": tracking["experiment"],
+        "system_metrics": tracking["system_metrics"],
+        "system_metrics_interval_s": tracking["system_metrics_interval_s"],
+        "tags": {**git_tags(), "pipeline.stage": "train"},
+    }
 
 
 def node_settings(distributed: dict) -> dict:
@@ -100,26 +75,24 @@ def run_torchrun(config: TrainConfig, node: dict) -> tuple[int, dict | None]:
         return returncode, read_outcome(outcome_path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    try:
-        params = load_checked(args.params, "train")
-        node = node_settings(params["distributed"])
-        if node["node_rank"] >= node["nnodes"]:
-            raise ParamError(
-                f"distributed.node_rank: must be < distributed.nnodes ({node['nnodes']}), got {node['node_rank']}"
-            )
-        config = build_config(params, world_size=node["nproc_per_node"] * node["nnodes"])
-        if not Path(config.manifest).is_file():
-            raise ParamError(f"data.manifest: file not found: {config.manifest} (run the prepare stage first)")
-    except ParamError as err:
-        return fail("train", str(err))
+def run(params: dict, args) -> int:
+    node = node_settings(params["distributed"])
+    if node["node_rank"] >= node["nnodes"]:
+        raise ParamError(
+            f"distributed.node_rank: must be < distributed.nnodes ({node['nnodes']}), got {node['node_rank']}"
+        )
+    config = TrainConfig.from_params(
+        params,
+        world_size=node["nproc_per_node"] * node["nnodes"],
+        metrics_dir=args.metrics_dir,
+        tracking=tracking_settings(params["tracking"]),
+    )
+    if not Path(config.manifest).is_file():
+        raise ParamError(f"data.manifest: file not found: {config.manifest} (run the prepare stage first)")
 
     print(
         f"train: {config.model}, {config.epochs} epochs at {config.image_size}px, global batch {config.global_batch} "
-        f"over {config.world_size} processes ({node['nnodes']} node(s)), lr {config.peak_lr:g}"
+        f"over {config.world_size} processes ({node['nnodes']} node(s)), {config.optimizer} lr {config.peak_lr:g}"
     )
     returncode, result = run_torchrun(config, node)
     # The workers' own report first: torchrun exits non-zero when it was itself sent SIGTERM.
@@ -131,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail("train", "the workers exited without reporting an outcome")
     print(f"train: {result['message']}")
     return 0
+
+
+main = stage("train", run, __doc__)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lambda_repro.config import STAGE_SECTIONS, ParamError, load_params, validate_params
+from lambda_repro.config import STAGE_SECTIONS, ParamError, load_params, merge_overlay, validate_params
 from lambda_repro.models import lambda_layer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_shipped_params_validate_for_every_stage(shipped):
 def test_presets_validate(shipped, tmp_path):
     presets = sorted((PROJECT_ROOT / "pipelines" / "presets").glob("*.yaml"))
     for preset in presets:
-        params = load_params(preset)
+        params = merge_overlay(shipped, load_params(preset), source=preset.name)  # an overlay of params.yaml
         # A preset is written for another machine (an ImageNet root that is not here):
         # check its knobs without the filesystem, then with a stand-in root.
         validate_params(params, "all", source=preset.name, check_paths=False)

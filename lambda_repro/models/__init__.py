@@ -1,7 +1,7 @@
 """Model family: Lambda-ResNets (published architecture), the ResNet-50 baseline, checkpoints."""
 
 from lambda_repro.models import lambda_resnet, resnet  # noqa: F401  (registers the models)
-from lambda_repro.models._registry import create_model, list_models, register_model
+from lambda_repro.models._registry import create_model, list_models, options_for, register_model, supported_options
 from lambda_repro.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from lambda_repro.models.lambda_layer import LambdaLayer
 from lambda_repro.models.lambda_resnet import LambdaResNet
@@ -13,7 +13,9 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "options_for",
     "read_checkpoint",
     "register_model",
     "save_checkpoint",
+    "supported_options",
 ]

@@ -10,5 +10,4 @@ from lambda_repro.models._registry import register_model
 
 @register_model
 def resnet50(num_classes: int = 1000, **kwargs) -> nn.Module:
-    kwargs.pop("lambda_implementation", None)  # no lambda layers: accepted so callers need not special-case
     return torchvision_resnet50(weights=None, num_classes=num_classes, **kwargs)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME
+
 TRAIN = "train.json"
 HISTORY = "train_history.csv"
 EVAL = "eval.json"
 PROFILE = "profile.json"
 GPU_TIMELINE = "profile_gpu_timeline.csv"
-MLFLOW_RUN = "mlflow_run.json"
+MLFLOW_RUN = RUN_POINTER_NAME
 
 
 @dataclass

@@ -1,67 +1,19 @@
-"""The MLflow run of a pipeline run (named in ``metrics/mlflow_run.json``): log into it, read it back.
+"""Reading the pipeline's MLflow run back for the report (``mlflow.search_runs``, ``MlflowClient``).
 
-Writes go through :class:`lambda_repro.tracking.RunTracker` resuming the run (buffered,
-never fatal); reads use ``mlflow.search_runs`` and ``MlflowClient``. Every function
-returns a problem text instead of raising when the store cannot be used, so a report
-still renders from the metrics files and says why MLflow is missing.
+The run pointer and logging into the run are :mod:`lambda_repro.tracking.pipeline_run`'s
+(re-exported here). Every function returns a problem text instead of raising when the
+store cannot be used, so a report still renders from the metrics files and says why MLflow
+is missing.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import pandas as pd
 
+from lambda_repro.tracking.pipeline_run import RunRef, log_to_run
+from lambda_repro.tracking.pipeline_run import read_run_pointer as read_run_ref
 
-@dataclass(frozen=True)
-class RunRef:
-    tracking_uri: str
-    experiment: str
-    run_id: str
-
-
-def read_run_ref(path: str | os.PathLike) -> RunRef | None:
-    """The run named in ``metrics/mlflow_run.json``; ``None`` when the file is missing or incomplete."""
-    try:
-        data = json.loads(Path(path).read_text())
-        return RunRef(str(data["tracking_uri"]), str(data["experiment"]), str(data["run_id"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def log_to_run(
-    ref: RunRef,
-    metrics: dict[str, float] | None = None,
-    artifacts: list[tuple[str | os.PathLike, str | None]] = (),
-    buffer_dir: str | os.PathLike = "metrics/mlflow_buffer",
-) -> str | None:
-    """Log ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; returns a problem text or ``None``.
-
-    ``buffer_dir`` keeps what could not be delivered (see :class:`~lambda_repro.tracking.RunTracker`).
-    """
-    try:
-        from lambda_repro.tracking import RunTracker
-
-        tracker = RunTracker(
-            ref.tracking_uri, ref.experiment, run_id=ref.run_id, system_metrics=False, buffer_dir=buffer_dir
-        )
-        tracker.start()
-        try:
-            if metrics:
-                tracker.log_metrics(metrics)
-            for path, artifact_dir in artifacts:
-                tracker.log_artifact(path, artifact_dir)
-        finally:
-            tracker.end()
-        pending = tracker.pending_records
-    except Exception as err:  # the store is optional for every stage that logs here
-        return f"MLflow logging failed: {type(err).__name__}: {err}"
-    if pending:
-        return f"MLflow unreachable: {pending} record(s) kept in the local buffer (lambda-repro mlflow-replay)"
-    return None
+__all__ = ["RunRef", "log_to_run", "metric_history", "read_run_ref", "run_params_and_metrics", "search_run"]
 
 
 def search_run(ref: RunRef) -> tuple[pd.DataFrame | None, str | None]:

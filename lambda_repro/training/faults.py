@@ -10,6 +10,9 @@
 * ``LAMBDA_REPRO_FAULT_TERM_AT_STEP=N``: at step N one worker sends itself SIGTERM
   (preemption). Only when this run started before step N, so the resumed run runs through.
 * ``LAMBDA_REPRO_FAULT_RANK=R``: the rank that kills / terminates itself (default: the last).
+
+The injector is a :class:`~lambda_repro.training.hooks.StepHooks`: the training loop only
+calls hooks and knows nothing of faults; without these variables it gets the no-op hooks.
 """
 
 from __future__ import annotations
@@ -17,13 +20,30 @@ from __future__ import annotations
 import os
 import signal
 
+import torch
+
+from lambda_repro.training.hooks import NO_HOOKS, StepHooks
+
+FAULT_VARIABLES = (
+    "LAMBDA_REPRO_FAULT_NAN_AT_STEP",
+    "LAMBDA_REPRO_FAULT_KILL_AT_STEP",
+    "LAMBDA_REPRO_FAULT_TERM_AT_STEP",
+)
+
 
 def _step_from_env(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value not in (None, "") else None
 
 
-class FaultInjector:
+def hooks_from_environment(rank: int, world_size: int, start_step: int) -> StepHooks:
+    """A :class:`FaultInjector` when a fault variable is set, else the no-op hooks."""
+    if any(_step_from_env(name) is not None for name in FAULT_VARIABLES):
+        return FaultInjector(rank, world_size, start_step)
+    return NO_HOOKS
+
+
+class FaultInjector(StepHooks):
     def __init__(self, rank: int, world_size: int, start_step: int) -> None:
         self.rank = rank
         self.start_step = start_step
@@ -34,8 +54,10 @@ class FaultInjector:
         self.fault_rank = world_size - 1 if fault_rank is None else fault_rank
         self.first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
 
-    def corrupt_loss(self, step: int) -> bool:
-        return self.nan_step == step and self.rank == 0
+    def on_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
+        if self.nan_step == step and self.rank == 0:
+            return loss * float("nan")
+        return loss
 
     def before_step(self, step: int) -> None:
         if self.rank != self.fault_rank:

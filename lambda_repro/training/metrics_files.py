@@ -33,9 +33,3 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
 def write_summary(path: str | os.PathLike, summary: dict) -> None:
     """``metrics/train.json``: flat, so ``dvc metrics show`` lists every entry."""
     _atomic_write(Path(path), json.dumps(summary, indent=2) + "\n")
-
-
-def write_run_pointer(path: str | os.PathLike, tracking_uri: str, experiment: str, run_id: str | None) -> None:
-    """``metrics/mlflow_run.json``: the MLflow run later stages log into."""
-    pointer = {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run_id}
-    _atomic_write(Path(path), json.dumps(pointer, indent=2) + "\n")

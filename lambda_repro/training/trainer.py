@@ -1,9 +1,11 @@
 """The training loop of the published recipe, for one process of a (possibly distributed) job.
 
-Read top to bottom: resolve devices and precision, build the model and optimizer, the data
-(sharded with a DistributedSampler, augmentations seeded per image), resume from the last
-checkpoint, then per epoch: train, validate, checkpoint, record. Stops early, with a
-checkpoint, on SIGTERM / SIGINT; stops with an error naming the step on a NaN / inf loss.
+In torchvision's shape: :func:`setup` builds the data (sharded with a DistributedSampler,
+augmentations seeded per image), the model and the optimizer; :func:`train` resumes from
+the last checkpoint, then per epoch calls :func:`train_one_epoch` and, when the epoch
+completed, :func:`end_of_epoch` (validate, record the history, checkpoint, log). An epoch
+ends early, with a checkpoint, on SIGTERM / SIGINT, and with an error naming the step on a
+NaN / inf loss.
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from lambda_repro.data import build_dataset, eval_transform, load_manifest, train_transform
@@ -25,20 +27,19 @@ from lambda_repro.distributed import DistributedContext, all_reduce_sum, broadca
 from lambda_repro.evaluation import evaluate
 from lambda_repro.models import create_model
 from lambda_repro.training import outcome
-from lambda_repro.training.checkpointing import (
-    ResumePoint,
-    build_checkpoint,
-    resume_from,
-    write_checkpoint,
-)
-from lambda_repro.training.config import TrainConfig, source_digest
 from lambda_repro.training.determinism import ResumableDistributedSampler, SeededAugmentation
-from lambda_repro.training.faults import FaultInjector
+from lambda_repro.training.faults import hooks_from_environment
+from lambda_repro.training.hooks import StepHooks
 from lambda_repro.training.metrics_files import write_history, write_summary
+from lambda_repro.training.optim import create_optimizer
 from lambda_repro.training.preemption import StopRequest
+from lambda_repro.training.recipe import TrainConfig, source_digest
+from lambda_repro.training.resume import ResumePoint, build_checkpoint, resume_from, write_checkpoint
 from lambda_repro.training.schedule import learning_rate
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# How an epoch's pass over the training shard ended.
+COMPLETED, STOPPED, DIVERGED = "completed", "stopped", "diverged"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,7 +55,7 @@ class TrainResult:
 
 @dataclass
 class EpochCounts:
-    """Sums over the training batches of one epoch (so far), on this rank."""
+    """Sums over the training batches of one epoch (so far)."""
 
     images: float = 0.0
     top1: float = 0.0
@@ -65,10 +66,47 @@ class EpochCounts:
         return [self.images, self.top1, self.loss_sum, self.seconds]
 
 
+@dataclass(frozen=True)
+class EpochOutcome:
+    """What :func:`train_one_epoch` hands back: how the pass ended and what it counted.
+
+    ``totals`` are summed over all ranks, except ``seconds``: this rank's training time of
+    the epoch, across interruptions (unset when it diverged: nothing is saved then).
+    """
+
+    status: str  # COMPLETED | STOPPED | DIVERGED
+    steps_done: int  # steps of this epoch done, resumed ones included
+    totals: EpochCounts | None = None
+    seconds: float = 0.0  # wall time of this pass alone
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Everything built once before the first epoch; read, never changed, by the epoch functions."""
+
+    model: nn.Module  # the bare model (saved, validated)
+    ddp_model: nn.Module  # what the training steps call (DDP-wrapped when distributed)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    train_set: SeededAugmentation
+    val_set: Dataset
+    sampler: ResumableDistributedSampler
+    classes: list[str]
+    batch: int  # per process
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    fingerprint: str
+    code_digest: str
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype on CUDA (untested here: no GPU); fp32 on CPU, where bf16/fp16 autocast is slow."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
     if device.type != "cuda":
         if precision != "fp32":
             warnings.warn(f"train.precision={precision} applies on GPU only; training in fp32 on CPU", stacklevel=2)
@@ -94,26 +132,18 @@ def zero_init_residual_branches(model: nn.Module) -> None:
             nn.init.zeros_(last_norm.weight)
 
 
-def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id: str | None = None) -> TrainResult:
-    """Train (or resume training) as described by ``config``; every rank calls this with its ``context``.
+def setup(config: TrainConfig, context: DistributedContext) -> TrainingSetup:
+    """Data, model, optimizer and schedule lengths; the same seed gives every rank the same initial weights.
 
-    ``tracker`` (rank 0 only) is a started :class:`lambda_repro.tracking.RunTracker` or None,
-    and ``run_id`` its MLflow run, recorded in the checkpoint so that a resumed run logs into
-    the same MLflow run. Rank 0 writes the checkpoint and the metrics files.
+    The model is wrapped in DDP later (:func:`wrap_for_distributed`), after resuming.
     """
-    log = print if context.is_main else (lambda *a, **k: None)
     device = context.device
     autocast_dtype = resolve_precision(config.precision, device)
     channels_last = resolve_channels_last(config.channels_last, device)
-    if config.global_batch % context.world_size:
-        raise ValueError(
-            f"train.global_batch ({config.global_batch}) must be divisible by the world size ({context.world_size})"
-        )
-    batch = config.global_batch // context.world_size
+    batch = config.global_batch // context.world_size  # divisible: checked with the params
 
     # Data: the manifest decides classes and files; its content is part of the recipe's fingerprint.
     manifest = load_manifest(config.manifest)
-    classes = manifest["classes"]
     train_set = SeededAugmentation(build_dataset(manifest, "train", train_transform(config.image_size)), config.seed)
     val_set = build_dataset(manifest, "val", eval_transform(config.image_size))
     sampler = ResumableDistributedSampler(
@@ -124,231 +154,354 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
         raise ValueError(
             f"train.global_batch ({config.global_batch}) is larger than the training set ({len(train_set)} images)"
         )
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
 
-    # Model and optimizer: the same seed gives every rank the same initial weights.
     torch.manual_seed(config.seed)
-    model = create_model(config.model, num_classes=len(classes), **config.model_kwargs).to(device)
+    model = create_model(config.model, num_classes=len(manifest["classes"]), **config.model_kwargs).to(device)
     if config.zero_init_residual:
         zero_init_residual_branches(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.peak_lr, momentum=config.momentum, weight_decay=config.weight_decay
+    optimizer = create_optimizer(
+        config.optimizer,
+        model.parameters(),
+        lr=config.peak_lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return TrainingSetup(
+        model=model,
+        ddp_model=model,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        train_set=train_set,
+        val_set=val_set,
+        sampler=sampler,
+        classes=manifest["classes"],
+        batch=batch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * config.epochs,
+        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        device=device,
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
+        fingerprint=config.fingerprint(),
+        code_digest=source_digest(),
+    )
 
-    fingerprint, code_digest = config.fingerprint(), source_digest()
-    point = resume_from(config.checkpoint, fingerprint, code_digest, model, optimizer, scaler, log=log)
-    if point.epoch or point.step_in_epoch:
-        log(f"resuming from {config.checkpoint}: epoch {point.epoch + 1}, step {point.step_in_epoch}")
-    metrics_dir = Path(config.metrics_dir)
 
-    def save(point: ResumePoint) -> None:
-        if context.is_main:
-            checkpoint = build_checkpoint(
-                model=model,
-                optimizer=optimizer,
-                scaler=scaler,
-                point=point,
-                arch=config.model,
-                classes=classes,
-                fingerprint=fingerprint,
-                code_digest=code_digest,
+def wrap_for_distributed(run: TrainingSetup, context: DistributedContext) -> TrainingSetup:
+    if not context.distributed:
+        return run
+    device_ids = [run.device.index] if run.device.type == "cuda" else None
+    return replace(run, ddp_model=DistributedDataParallel(run.model, device_ids=device_ids))
+
+
+def save_resume_point(run: TrainingSetup, config: TrainConfig, context: DistributedContext, point: ResumePoint) -> None:
+    """Rank 0 writes the checkpoint of ``point`` (atomically)."""
+    if not context.is_main:
+        return
+    checkpoint = build_checkpoint(
+        model=run.model,
+        optimizer=run.optimizer,
+        scaler=run.scaler,
+        point=point,
+        arch=config.model,
+        classes=run.classes,
+        fingerprint=run.fingerprint,
+        code_digest=run.code_digest,
+    )
+    write_checkpoint(checkpoint, config.checkpoint)
+
+
+def run_summary(point: ResumePoint, config: TrainConfig, world_size: int) -> dict:
+    """``metrics/train.json``: the last epoch's figures, the best val top-1 and the run's throughput."""
+    last = point.history[-1] if point.history else {}
+    trained_images = sum(row["img_per_s"] * row["epoch_s"] for row in point.history)
+    train_seconds = sum(row["epoch_s"] for row in point.history)
+    return {
+        "epochs": len(point.history),
+        "final_train_loss": last.get("train_loss"),
+        "final_train_top1": last.get("train_top1"),
+        "final_val_top1": last.get("val_top1"),
+        "final_val_top5": last.get("val_top5"),
+        "best_val_top1": point.best_val_top1,
+        "img_per_s": trained_images / train_seconds if train_seconds else None,
+        "world_size": world_size,
+        "global_batch": config.global_batch,
+        "peak_lr": config.peak_lr,
+        "wall_s": round(point.wall_s, 1),
+    }
+
+
+def _agreed(flag: bool, context: DistributedContext) -> bool:
+    """True on every rank when ``flag`` is true on any rank."""
+    return all_reduce_sum(torch.tensor([float(flag)]), context).item() > 0
+
+
+def train_one_epoch(
+    run: TrainingSetup,
+    config: TrainConfig,
+    context: DistributedContext,
+    epoch: int,
+    *,
+    first_step: int,
+    carried: EpochCounts,
+    stop: StopRequest,
+    hooks: StepHooks,
+) -> EpochOutcome:
+    """One pass over this rank's shard from step ``first_step`` of ``epoch`` (non-zero when resuming).
+
+    ``carried`` are the sums of the interrupted part of a resumed epoch. Ranks agree on stopping
+    before each forward pass (which changes BatchNorm statistics) and on a bad loss before the
+    backward pass would spread it into the weights.
+    """
+    run.sampler.set_position(epoch, first_step * run.batch)
+    run.train_set.set_epoch(epoch)
+    loader = DataLoader(
+        run.train_set,
+        batch_size=run.batch,
+        sampler=run.sampler,
+        num_workers=config.workers,
+        pin_memory=run.device.type == "cuda",
+        drop_last=True,
+    )
+    counts = replace(carried)
+    run.ddp_model.train()
+    start = time.perf_counter()
+    step_in_epoch, status, message = first_step, COMPLETED, ""
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        initial=first_step,
+        desc=f"epoch {epoch + 1}/{config.epochs}",
+        disable=not (context.is_main and config.progress),
+        leave=False,
+    )
+    for images, targets in loader:
+        step = epoch * run.steps_per_epoch + step_in_epoch
+        hooks.before_step(step)
+        if _agreed(stop.requested, context):
+            status = STOPPED
+            break
+        lr = learning_rate(step, run.total_steps, config.peak_lr, run.warmup_steps)
+        logits, loss = _forward(run, images, targets, lr)
+        loss = hooks.on_loss(step, loss)
+        if _agreed(not torch.isfinite(loss).item(), context):
+            status = DIVERGED
+            message = (
+                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step_in_epoch} "
+                f"(global step {step}, lr {lr:.4g})"
             )
-            write_checkpoint(checkpoint, config.checkpoint)
+            break
+        _backward(run, loss)
+        with torch.no_grad():
+            counts.images += targets.shape[0]
+            counts.top1 += (logits.argmax(dim=1) == targets).sum().item()
+            counts.loss_sum += loss.item() * targets.shape[0]
+        step_in_epoch += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+    bar.close()
+    if status == DIVERGED:
+        return EpochOutcome(DIVERGED, step_in_epoch, message=message)
+    seconds = time.perf_counter() - start
+    counts.seconds += seconds
+    images_done, top1_done, loss_done, _ = all_reduce_sum(
+        torch.tensor(counts.as_list(), dtype=torch.float64), context
+    ).tolist()
+    totals = EpochCounts(images_done, top1_done, loss_done, counts.seconds)
+    return EpochOutcome(status, step_in_epoch, totals, seconds)
 
-    def summary() -> dict:
-        last = point.history[-1] if point.history else {}
-        trained_images = sum(row["img_per_s"] * row["epoch_s"] for row in point.history)
-        train_seconds = sum(row["epoch_s"] for row in point.history)
-        return {
-            "epochs": len(point.history),
-            "final_train_loss": last.get("train_loss"),
-            "final_train_top1": last.get("train_top1"),
-            "final_val_top1": last.get("val_top1"),
-            "final_val_top5": last.get("val_top5"),
-            "best_val_top1": point.best_val_top1,
-            "img_per_s": trained_images / train_seconds if train_seconds else None,
-            "world_size": context.world_size,
-            "global_batch": config.global_batch,
-            "peak_lr": config.peak_lr,
-            "wall_s": round(point.wall_s, 1),
-        }
 
-    if point.finished:
-        log(f"{config.checkpoint} already holds the finished run of this recipe: nothing to train")
-        if context.is_main:
-            write_history(metrics_dir / "train_history.csv", point.history)
-            write_summary(metrics_dir / "train.json", summary())
-        return TrainResult(outcome.FINISHED, "already trained", summary())
+def _forward(run: TrainingSetup, images: torch.Tensor, targets: torch.Tensor, lr: float):
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    images = images.to(run.device, non_blocking=True)
+    targets = targets.to(run.device, non_blocking=True)
+    if run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
+        logits = run.ddp_model(images)
+        loss = run.criterion(logits, targets)
+    return logits, loss
 
-    if point.epoch == 0 and point.step_in_epoch == 0:
-        # A checkpoint from the very start records the MLflow run, so even a crash in the
-        # first epoch resumes into the same run.
-        point.run_id = run_id
-        save(point)
-    if tracker is not None:
-        tracker.log_params(
-            {
-                "derived.peak_lr": config.peak_lr,
-                "derived.world_size": context.world_size,
-                "derived.per_process_batch": batch,
-                "derived.steps_per_epoch": steps_per_epoch,
-                "derived.channels_last": channels_last,
-                "derived.autocast": str(autocast_dtype),
-                "derived.device": str(device),
-            }
-        )
 
-    ddp_model = model
-    if context.distributed:
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    faults = FaultInjector(context.rank, context.world_size, point.epoch * steps_per_epoch + point.step_in_epoch)
+def _backward(run: TrainingSetup, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
 
-    with StopRequest() as stop:
-        for epoch in range(point.epoch, config.epochs):
-            skip_steps = point.step_in_epoch if epoch == point.epoch else 0
-            sampler.set_position(epoch, skip_steps * batch)
-            train_set.set_epoch(epoch)
-            loader = DataLoader(
-                train_set,
-                batch_size=batch,
-                sampler=sampler,
-                num_workers=config.workers,
-                pin_memory=device.type == "cuda",
-                drop_last=True,
-            )
-            counts = EpochCounts()
-            # A resumed epoch carries the interrupted part's sums (saved globally, so added on rank 0 only).
-            if skip_steps and point.partial_counts and context.is_main:
-                counts = EpochCounts(*point.partial_counts)
-            ddp_model.train()
-            epoch_start = time.perf_counter()
-            step_in_epoch = skip_steps
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=skip_steps,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                disable=not (context.is_main and config.progress),
-                leave=False,
-            )
-            stopped = False
-            try:
-                for images, targets in loader:
-                    step = epoch * steps_per_epoch + step_in_epoch
-                    faults.before_step(step)
-                    # All ranks agree on stopping before the forward pass, which changes BatchNorm statistics.
-                    if all_reduce_sum(torch.tensor([float(stop.requested)]), context).item() > 0:
-                        stopped = True
-                        break
-                    lr = learning_rate(step, total_steps, config.peak_lr, warmup_steps)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    images = images.to(device, non_blocking=True)
-                    targets = targets.to(device, non_blocking=True)
-                    if channels_last:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        logits = ddp_model(images)
-                        loss = criterion(logits, targets)
-                    if faults.corrupt_loss(step):
-                        loss = loss * float("nan")
 
-                    # All ranks agree on a bad loss before the backward pass would spread it into the weights.
-                    if all_reduce_sum(torch.tensor([float(not torch.isfinite(loss).item())]), context).item() > 0:
-                        raise NonFiniteLossError(
-                            f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step_in_epoch} "
-                            f"(global step {step}, lr {lr:.4g})"
-                        )
-
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-
-                    with torch.no_grad():
-                        counts.images += targets.shape[0]
-                        counts.top1 += (logits.argmax(dim=1) == targets).sum().item()
-                        counts.loss_sum += loss.item() * targets.shape[0]
-                    step_in_epoch += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
-            except NonFiniteLossError as err:
-                bar.close()
-                done = f"epoch {point.epoch}" if point.epoch else "none yet"
-                message = f"{err}; training stopped, last good checkpoint kept: {config.checkpoint} ({done})"
-                if tracker is not None:
-                    tracker.log_event("non_finite_loss", message, step=epoch * steps_per_epoch + step_in_epoch)
-                return TrainResult(outcome.FAILED, message)
-            bar.close()
-
-            seconds = time.perf_counter() - epoch_start
-            counts.seconds += seconds
-            point.wall_s += seconds
-            totals = all_reduce_sum(torch.tensor(counts.as_list(), dtype=torch.float64), context).tolist()
-            images_done, top1_done, loss_done, _ = totals
-            if stopped:
-                # Save the exact position: the resumed run replays the rest of this epoch identically.
-                point.epoch, point.step_in_epoch = epoch, step_in_epoch
-                point.partial_counts = [images_done, top1_done, loss_done, counts.seconds]
-                save(point)
-                message = (
-                    f"stopped by {stop.signal_name or 'a signal on another rank'} at epoch {epoch + 1}, "
-                    f"step {step_in_epoch}; checkpoint saved to {config.checkpoint}; run again to resume"
-                )
-                log(message)
-                if tracker is not None:
-                    tracker.log_event("preempted", message, step=epoch * steps_per_epoch + step_in_epoch)
-                return TrainResult(outcome.PREEMPTED, message)
-
-            # BatchNorm statistics drift apart on each rank's last batch; score with rank 0's (the saved ones).
-            broadcast_buffers(model, context)
-            val = evaluate(
-                model,
-                val_set,
-                batch_size=config.eval_batch_size,
-                device=device,
-                context=context,
-                channels_last=channels_last,
-                autocast_dtype=autocast_dtype,
-                progress=config.progress,
-                description="val",
-            )
-            epoch_seconds = counts.seconds  # training time of the epoch, across interruptions
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": loss_done / images_done,
-                "train_top1": 100.0 * top1_done / images_done,
-                "lr": learning_rate(epoch * steps_per_epoch, total_steps, config.peak_lr, warmup_steps),
-                "img_per_s": images_done / epoch_seconds if epoch_seconds > 0 else math.nan,
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "epoch_s": epoch_seconds,
-            }
-            point.history.append(row)
-            point.best_val_top1 = max(point.best_val_top1, val["top1"])
-            point.epoch, point.step_in_epoch, point.partial_counts = epoch + 1, 0, None
-            point.finished = epoch + 1 == config.epochs
-            save(point)
-            log(
-                f"epoch {epoch + 1}/{config.epochs}: "
-                f"train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.1f}% | "
-                f"val top-1 {row['val_top1']:.1f}% top-5 {row['val_top5']:.1f}% | {row['img_per_s']:.1f} img/s, "
-                f"{seconds:.0f} s"
-            )
-            if context.is_main:
-                write_history(metrics_dir / "train_history.csv", point.history)
-            if tracker is not None:
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-
+def end_of_epoch(
+    run: TrainingSetup,
+    config: TrainConfig,
+    context: DistributedContext,
+    point: ResumePoint,
+    epoch: int,
+    result: EpochOutcome,
+    tracker=None,
+) -> ResumePoint:
+    """Validate, append the epoch to the history, checkpoint and log; returns the point after ``epoch``."""
+    # BatchNorm statistics drift apart on each rank's last batch; score with rank 0's (the saved ones).
+    broadcast_buffers(run.model, context)
+    val = evaluate(
+        run.model,
+        run.val_set,
+        batch_size=config.eval_batch_size,
+        device=run.device,
+        context=context,
+        channels_last=run.channels_last,
+        autocast_dtype=run.autocast_dtype,
+        progress=config.progress,
+        description="val",
+    )
+    totals = result.totals
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": totals.loss_sum / totals.images,
+        "train_top1": 100.0 * totals.top1 / totals.images,
+        "lr": learning_rate(epoch * run.steps_per_epoch, run.total_steps, config.peak_lr, run.warmup_steps),
+        "img_per_s": totals.images / totals.seconds if totals.seconds > 0 else math.nan,
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "epoch_s": totals.seconds,  # training time of the epoch, across interruptions
+    }
+    point = replace(
+        point,
+        epoch=epoch + 1,
+        step_in_epoch=0,
+        partial_counts=None,
+        history=[*point.history, row],
+        best_val_top1=max(point.best_val_top1, val["top1"]),
+        wall_s=point.wall_s + result.seconds,
+        finished=epoch + 1 == config.epochs,
+    )
+    save_resume_point(run, config, context, point)
     if context.is_main:
-        write_summary(metrics_dir / "train.json", summary())
+        print(
+            f"epoch {epoch + 1}/{config.epochs}: "
+            f"train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.1f}% | "
+            f"val top-1 {row['val_top1']:.1f}% top-5 {row['val_top5']:.1f}% | {row['img_per_s']:.1f} img/s, "
+            f"{result.seconds:.0f} s"
+        )
+        write_history(Path(config.metrics_dir) / "train_history.csv", point.history)
     if tracker is not None:
-        final = {k if k.startswith("final_") else f"final_{k}": v for k, v in summary().items()}
+        tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+    return point
+
+
+def stop_mid_epoch(
+    run: TrainingSetup,
+    config: TrainConfig,
+    context: DistributedContext,
+    point: ResumePoint,
+    epoch: int,
+    result: EpochOutcome,
+    signal_name: str | None,
+    tracker=None,
+) -> TrainResult:
+    """Save the exact position: the resumed run replays the rest of this epoch identically."""
+    totals = result.totals
+    point = replace(
+        point,
+        epoch=epoch,
+        step_in_epoch=result.steps_done,
+        partial_counts=totals.as_list(),
+        wall_s=point.wall_s + result.seconds,
+    )
+    save_resume_point(run, config, context, point)
+    message = (
+        f"stopped by {signal_name or 'a signal on another rank'} at epoch {epoch + 1}, "
+        f"step {result.steps_done}; checkpoint saved to {config.checkpoint}; run again to resume"
+    )
+    if context.is_main:
+        print(message)
+    if tracker is not None:
+        tracker.log_event("preempted", message, step=epoch * run.steps_per_epoch + result.steps_done)
+    return TrainResult(outcome.PREEMPTED, message)
+
+
+def diverged(run: TrainingSetup, config: TrainConfig, point: ResumePoint, epoch: int, result: EpochOutcome, tracker):
+    """The run stops; the last good checkpoint (the end of the last finished epoch) stays."""
+    done = f"epoch {point.epoch}" if point.epoch else "none yet"
+    message = f"{result.message}; training stopped, last good checkpoint kept: {config.checkpoint} ({done})"
+    if tracker is not None:
+        tracker.log_event("non_finite_loss", message, step=epoch * run.steps_per_epoch + result.steps_done)
+    return TrainResult(outcome.FAILED, message)
+
+
+def finish(run_point: ResumePoint, config: TrainConfig, context: DistributedContext, tracker=None) -> TrainResult:
+    """Write the summary, log the final metrics and the trained weights."""
+    summary = run_summary(run_point, config, context.world_size)
+    if context.is_main:
+        write_summary(Path(config.metrics_dir) / "train.json", summary)
+    if tracker is not None:
+        final = {k if k.startswith("final_") else f"final_{k}": v for k, v in summary.items()}
         tracker.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
         # The trained weights, browsable and downloadable beside the run's metrics.
         tracker.log_artifact(config.checkpoint, artifact_path="checkpoints")
-    return TrainResult(outcome.FINISHED, f"trained {config.epochs} epochs", summary())
+    return TrainResult(outcome.FINISHED, f"trained {config.epochs} epochs", summary)
+
+
+def log_derived_params(run: TrainingSetup, config: TrainConfig, context: DistributedContext, tracker) -> None:
+    tracker.log_params(
+        {
+            "derived.peak_lr": config.peak_lr,
+            "derived.world_size": context.world_size,
+            "derived.per_process_batch": run.batch,
+            "derived.steps_per_epoch": run.steps_per_epoch,
+            "derived.channels_last": run.channels_last,
+            "derived.autocast": str(run.autocast_dtype),
+            "derived.device": str(run.device),
+        }
+    )
+
+
+def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id: str | None = None) -> TrainResult:
+    """Train (or resume training) as described by ``config``; every rank calls this with its ``context``.
+
+    ``tracker`` (rank 0 only) is a started :class:`lambda_repro.tracking.RunTracker` or None,
+    and ``run_id`` its MLflow run, recorded in the checkpoint so that a resumed run logs into
+    the same MLflow run. Rank 0 writes the checkpoint and the metrics files.
+    """
+    run = setup(config, context)
+    log = print if context.is_main else (lambda *a, **k: None)
+    point = resume_from(
+        config.checkpoint, run.fingerprint, run.code_digest, run.model, run.optimizer, run.scaler, log=log
+    )
+    if point.epoch or point.step_in_epoch:
+        log(f"resuming from {config.checkpoint}: epoch {point.epoch + 1}, step {point.step_in_epoch}")
+    if point.finished:
+        log(f"{config.checkpoint} already holds the finished run of this recipe: nothing to train")
+        if context.is_main:
+            write_history(Path(config.metrics_dir) / "train_history.csv", point.history)
+            write_summary(Path(config.metrics_dir) / "train.json", run_summary(point, config, context.world_size))
+        return TrainResult(outcome.FINISHED, "already trained", run_summary(point, config, context.world_size))
+    if point.epoch == 0 and point.step_in_epoch == 0:
+        # A checkpoint from the very start records the MLflow run, so even a crash in the
+        # first epoch resumes into the same run.
+        point = replace(point, run_id=run_id)
+        save_resume_point(run, config, context, point)
+    if tracker is not None:
+        log_derived_params(run, config, context, tracker)
+    run = wrap_for_distributed(run, context)
+    hooks = hooks_from_environment(
+        context.rank, context.world_size, point.epoch * run.steps_per_epoch + point.step_in_epoch
+    )
+
+    with StopRequest() as stop:
+        for epoch in range(point.epoch, config.epochs):
+            first_step = point.step_in_epoch if epoch == point.epoch else 0
+            # A resumed epoch carries the interrupted part's sums (saved globally, so added on rank 0 only).
+            resumed = first_step and point.partial_counts and context.is_main
+            carried = EpochCounts(*point.partial_counts) if resumed else EpochCounts()
+            result = train_one_epoch(
+                run, config, context, epoch, first_step=first_step, carried=carried, stop=stop, hooks=hooks
+            )
+            if result.status == DIVERGED:
+                return diverged(run, config, point, epoch, result, tracker)
+            if result.status == STOPPED:
+                return stop_mid_epoch(run, config, context, point, epoch, result, stop.signal_name, tracker)
+            point = end_of_epoch(run, config, context, point, epoch, result, tracker)
+    return finish(point, config, context, tracker)

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from lambda_repro.distributed import init_distributed, shutdown_distributed
+from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, write_run_pointer
 from lambda_repro.training import outcome
-from lambda_repro.training.checkpointing import recorded_run_id
-from lambda_repro.training.config import TrainConfig, source_digest
-from lambda_repro.training.metrics_files import write_run_pointer
+from lambda_repro.training.recipe import TrainConfig, source_digest
+from lambda_repro.training.resume import recorded_run_id
 from lambda_repro.training.trainer import train
 
 MLFLOW_STATUS = {outcome.FINISHED: "FINISHED", outcome.PREEMPTED: "KILLED", outcome.FAILED: "FAILED"}
@@ -42,7 +42,7 @@ def open_tracker(config: TrainConfig):
     run_id = tracker.start()
     if tracker.requested_run_id is None:
         tracker.log_params(config.params_to_log)
-    write_run_pointer(f"{config.metrics_dir}/mlflow_run.json", uri, tracking["experiment"], run_id)
+    write_run_pointer(Path(config.metrics_dir) / RUN_POINTER_NAME, uri, tracking["experiment"], run_id)
     return tracker, run_id
 
 
