@@ -237,14 +237,29 @@ def _check_entry(name: str, value: Any, spec: Any, source: str) -> None:
         _check_value(name, value, spec, source)
 
 
-def _check_section(name: str, section: Any, schema: dict[str, Any], source: str) -> None:
-    if not isinstance(section, Mapping):
-        raise ParamError(f"{name}: must be a section (mapping), got {_show(section)} ({source})")
+def check_given_values(name: str, values: Mapping[str, Any], *, source: str = "arguments") -> None:
+    """Check the knobs of section ``name`` that ``values`` holds (a partial section, e.g. overrides in code).
+
+    The same checks as params.yaml's, so a config built in code is held to the one description.
+    """
+    schema = SCHEMA[name]
+    _check_known_keys(name, values, schema, source)
+    for key, value in values.items():
+        _check_entry(f"{name}.{key}", value, schema[key], source)
+
+
+def _check_known_keys(name: str, section: Mapping[str, Any], schema: dict[str, Any], source: str) -> None:
     for key in section:
         if key not in schema:
             close = difflib.get_close_matches(str(key), list(schema), n=1, cutoff=0.6)
             hint = f"; did you mean {name}.{close[0]}?" if close else f"; known: {', '.join(schema)}"
             raise ParamError(f"{name}.{key}: unknown parameter{hint} ({source})")
+
+
+def _check_section(name: str, section: Any, schema: dict[str, Any], source: str) -> None:
+    if not isinstance(section, Mapping):
+        raise ParamError(f"{name}: must be a section (mapping), got {_show(section)} ({source})")
+    _check_known_keys(name, section, schema, source)
     for key, spec in schema.items():
         dotted = f"{name}.{key}"
         if key not in section:

@@ -13,13 +13,14 @@ import multiprocessing
 import os
 import platform
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from lambda_repro.config import check_given_values  # the one description of the profile knobs
 from lambda_repro.models import LambdaLayer, create_model
 from lambda_repro.models.lambda_position import choose_formulation
 from lambda_repro.profiling.counting import count_macs, count_params
@@ -62,12 +63,9 @@ class BenchmarkConfig:
 
     @classmethod
     def from_params(cls, section: dict, **overrides) -> BenchmarkConfig:
-        """Build from the ``profile`` section; unknown keys are typos and raise."""
-        known = {f.name for f in fields(cls)}
+        """Build from (part of) the ``profile`` section, checked as params.yaml is; ``overrides`` are other fields."""
+        check_given_values("profile", section, source="profile section")
         values = {**section, **overrides}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"profile: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         for name in ("train_batch_sizes", "inference_batch_sizes"):
             if name in values:
                 values[name] = tuple(values[name])
