@@ -4,19 +4,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-_spec = importlib.util.spec_from_file_location(
-    "layer_benchmarks_for_tests", Path(__file__).parent / "benchmarks" / "test_layer_benchmarks.py"
-)
-_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_bench)
-LocalSelfAttention = _bench.LocalSelfAttention
+from tests.benchmarks.attention_contenders import LocalSelfAttention
 
 
 def naive_local_attention(module: LocalSelfAttention, x: torch.Tensor, window: int) -> torch.Tensor:

@@ -120,3 +120,13 @@ def test_second_repro_is_a_no_op_and_a_training_param_dirties_only_train(project
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(run([f"{ENV_BIN}/dvc", "status", "--json", "--with-deps", "evaluate"], repo, env).stdout)
     assert set(status) == {"train"}  # evaluate follows once train's checkpoint changes; prepare is untouched
+
+
+@pytest.mark.slow
+def test_a_profile_param_does_not_rerun_training(project):
+    repo, env = project
+    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+    params["profile"]["repeats"] += 1
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(run([f"{ENV_BIN}/dvc", "status", "--json", "--with-deps", "evaluate"], repo, env).stdout)
+    assert status == {}  # prepare, train and evaluate stay up to date
