@@ -34,6 +34,7 @@ class Param:
     check: Callable[[Any], str | None] | None = None
     choices: Callable[[], tuple] | None = None
     is_path: bool = False
+    limits: str = ""  # the range in words, for the docs ("<= 65535", "in [0, 1)")
 
 
 def integer(minimum: int | None = None, maximum: int | None = None, nullable: bool = False) -> Param:
@@ -44,7 +45,9 @@ def integer(minimum: int | None = None, maximum: int | None = None, nullable: bo
             return f"must be <= {maximum}"
         return None
 
-    return Param((int,), "an integer", nullable=nullable, check=check)
+    named = ((">=", minimum), ("<=", maximum))
+    bounds = [f"{sign} {bound}" for sign, bound in named if bound is not None]
+    return Param((int,), "an integer", nullable=nullable, check=check, limits=", ".join(bounds))
 
 
 def number(*, gt: float | None = None, ge: float | None = None, lt: float | None = None) -> Param:
@@ -59,7 +62,9 @@ def number(*, gt: float | None = None, ge: float | None = None, lt: float | None
             return f"must be < {lt:g}"
         return None
 
-    return Param((int, float), "a number", check=check)
+    named = ((">", gt), (">=", ge), ("<", lt))
+    bounds = [f"{sign} {bound:g}" for sign, bound in named if bound is not None]
+    return Param((int, float), "a number", check=check, limits=", ".join(bounds))
 
 
 def choice(options: Callable[[], tuple]) -> Param:
@@ -122,3 +127,23 @@ def schema_of(cls: type) -> dict[str, Param]:
 def section_of(cls: type, params_section: dict[str, Any]) -> dict[str, Any]:
     """The values of ``cls``'s knobs from a (checked) params section, ready for ``cls(**...)``."""
     return {name: params_section[name] for name in settings_of(cls)}
+
+
+def settings_table(cls: type, section: str) -> str:
+    """A Markdown table of ``cls``'s knobs (key, accepts, default, doc), as docs/pipeline.md shows them."""
+    rows = ["| key | accepts | default | what it does |", "|---|---|---|---|"]
+    for name, f in settings_of(cls).items():
+        spec: Param = f.metadata["param"]
+        accepts = f"{spec.type_name} {spec.limits}".strip()
+        if spec.choices is not None:
+            accepts = " / ".join(_yaml_text(c) for c in spec.choices())
+        rows.append(f"| `{section}.{name}` | {accepts} | `{_yaml_text(f.default)}` | {f.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+def _yaml_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from lambda_repro.config import SCHEMA
-from lambda_repro.param_types import settings_of
+from lambda_repro.param_types import settings_of, settings_table
 from lambda_repro.profiling import BenchmarkConfig
 from lambda_repro.reporting import ReportConfig
 from lambda_repro.training import TrainConfig
@@ -71,3 +71,10 @@ def test_optimizer_factory_builds_each_choice_and_steps(name):
 def test_unknown_optimizer_is_refused():
     with pytest.raises(ValueError, match="unknown optimizer 'lamb'; choose from sgd, adamw"):
         create_optimizer("lamb", [torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9, weight_decay=0.0)
+
+
+def test_the_docs_table_of_train_knobs_is_generated_from_trainconfig():
+    doc = (PROJECT_ROOT / "docs" / "pipeline.md").read_text()
+    shown = doc.split("<!-- train-settings:start -->\n")[1].split("\n<!-- train-settings:end -->")[0]
+    assert shown == settings_table(TrainConfig, "train")
+    assert "| `train.base_lr` | a number > 0 | `0.2` |" in shown

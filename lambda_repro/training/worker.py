@@ -34,7 +34,7 @@ def open_tracker(config: TrainConfig):
         tracking["experiment"],
         run_name=tracking.get("run_name"),
         tags=tracking.get("tags"),
-        buffer_dir=tracking.get("buffer_dir", "metrics/mlflow_buffer"),
+        buffer_dir=tracking.get("buffer_dir", Path(config.metrics_dir) / "mlflow_buffer"),
         system_metrics=tracking.get("system_metrics", True),
         system_metrics_interval_s=tracking.get("system_metrics_interval_s", 10),
         run_id=recorded_run_id(config.checkpoint, config.fingerprint(), source_digest()),
