@@ -5,6 +5,7 @@ Tiny (lambda_resnet26 at 32 px, 8 images, 2 steps per epoch) but still tens of s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,16 @@ def test_a_changed_recipe_starts_over(manifest, tmp_path, monkeypatch):
     assert train(config, SINGLE).status == "finished"
     assert any("another recipe" in line for line in log)
     assert read_checkpoint(config.checkpoint)["epoch"] == 2
+
+
+@pytest.mark.slow
+def test_adamw_is_a_params_switch_and_its_state_is_checkpointed(manifest, tmp_path):
+    config = tiny_config(manifest, tmp_path)
+    config.epochs, config.optimizer, config.base_lr = 1, "adamw", 0.01
+    result = train(config, SINGLE)
+    assert result.status == "finished" and result.summary["epochs"] == 1
+    state = read_checkpoint(config.checkpoint)["optimizer"]
+    assert state["param_groups"][0]["betas"] == (0.9, 0.999)  # momentum is AdamW's beta1
+    assert all({"exp_avg", "exp_avg_sq"} <= set(s) for s in state["state"].values())
+    sgd = dataclasses.replace(config, optimizer="sgd")
+    assert sgd.fingerprint() != config.fingerprint()  # another optimizer is another recipe: no resume across
