@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lambda_repro.models import LambdaLayer, create_model
-from lambda_repro.models.lambda_position import choose_formulation
+from lambda_repro.models.lambda_formulations.chooser import choose_formulation
 from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
 LAYER_SHAPES = LAMBDA_RESNET50_LAYER_SHAPES

@@ -14,10 +14,10 @@ from conftest import calibrated_outputs, relative_error
 from fill import fill_state_dict
 
 from lambda_repro.models import LambdaLayer
-from lambda_repro.models.lambda_dense import relative_position_matrix
+from lambda_repro.models.lambda_formulations.chooser import choose_formulation, lambda_output
+from lambda_repro.models.lambda_formulations.dense import relative_position_matrix
+from lambda_repro.models.lambda_formulations.spectral import RowDFT, lambda_output_spectral, row_block
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
-from lambda_repro.models.lambda_position import choose_formulation, lambda_output
-from lambda_repro.models.lambda_spectral import RowDFT, lambda_output_spectral, row_block
 
 FAST = ("dense", "spectral", "auto")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lambda_repro.models.lambda_position import IMPLEMENTATIONS, lambda_output
+from lambda_repro.models.lambda_formulations.chooser import IMPLEMENTATIONS, lambda_output
 
 __all__ = ["IMPLEMENTATIONS", "LambdaLayer"]
 

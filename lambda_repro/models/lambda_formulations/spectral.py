@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from lambda_repro.models.lambda_kernel import reachable_taps, shared_lambda
+from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 
 
 def row_block(height: int) -> int:

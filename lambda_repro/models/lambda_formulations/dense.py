@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lambda_repro.models.lambda_kernel import reachable_taps, shared_lambda
+from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 
 
 def relative_position_matrix(weight: torch.Tensor, height: int, width: int) -> torch.Tensor:
