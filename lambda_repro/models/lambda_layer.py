@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lambda_repro.models.lambda_conv import LambdaConv
 from lambda_repro.models.lambda_formulations.chooser import IMPLEMENTATIONS, lambda_output
 
 __all__ = ["IMPLEMENTATIONS", "LambdaLayer"]
@@ -74,7 +75,7 @@ class LambdaLayer(nn.Module):
         self.norm_q = nn.BatchNorm2d(q_channels)
         self.norm_v = nn.BatchNorm2d(v_channels)
         r = context_size
-        self.lambda_conv = nn.Conv3d(intra_depth, key_dim, (1, r, r), padding=(0, (r - 1) // 2, (r - 1) // 2))
+        self.lambda_conv = LambdaConv(intra_depth, key_dim, (1, r, r), padding=(0, (r - 1) // 2, (r - 1) // 2))
         self.pool = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
 
     @property
@@ -105,4 +106,8 @@ class LambdaLayer(nn.Module):
         content_lambda = torch.einsum("bukm,buvm->bkv", k, v)
         weight, bias = self.lambda_conv.weight, self.lambda_conv.bias
         out = lambda_output(self.implementation, q, v, content_lambda, weight, bias, h, w)
-        return self.pool(out.reshape(n, c, h, w))
+        out = out.reshape(n, c, h, w)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # Hand a channels_last network its layout back (the next convolution expects it).
+            out = out.contiguous(memory_format=torch.channels_last)
+        return self.pool(out)

@@ -1,0 +1,93 @@
+"""``model.to(memory_format=torch.channels_last)`` works on every Lambda-ResNet and changes nothing else.
+
+The 5-D ``lambda_conv.weight`` keeps its published key and shape; outputs and every gradient
+with channels_last inputs equal those of the contiguous model (float64).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lambda_repro.models import LambdaLayer, create_model, list_models, load_checkpoint, save_checkpoint
+
+LAMBDA_MODELS = [name for name in list_models() if name.startswith("lambda_resnet")]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", LAMBDA_MODELS)
+def test_every_lambda_resnet_converts_keeping_keys_and_shapes(name):
+    model = create_model(name, num_classes=10)
+    before = shapes(model)
+    converted = model.to(memory_format=torch.channels_last)
+    assert converted is model
+    assert shapes(model) == before
+    assert model.layer1[0].conv2.lambda_conv.weight.dim() == 5
+    # The 4-D weights really are channels_last now (the conversion did its job).
+    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not model.conv1.weight.is_contiguous()
+
+
+def test_published_state_dict_after_conversion(architecture_facts):
+    model = create_model("lambda_resnet50").to(memory_format=torch.channels_last)
+    expected = [(key, shape, dtype) for key, shape, dtype in architecture_facts["lambda_resnet50_state_dict"]]
+    actual = [
+        (key, list(value.shape), str(value.dtype).removeprefix("torch.")) for key, value in model.state_dict().items()
+    ]
+    assert actual == expected
+
+
+def test_checkpoint_round_trip_through_channels_last(tmp_path):
+    torch.manual_seed(0)
+    source = create_model("lambda_resnet26", num_classes=10).to(memory_format=torch.channels_last)
+    save_checkpoint({"state_dict": source.state_dict()}, tmp_path / "cl.pt")
+    target = create_model("lambda_resnet26", num_classes=10)
+    load_checkpoint(target, tmp_path / "cl.pt")
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def gradients(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = model(x)
+    out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape))
+    result = {"output": out.detach(), "input": x.grad}
+    result.update({name: p.grad for name, p in model.named_parameters()})
+    return result
+
+
+def test_model_forward_backward_exact_with_channels_last_float64():
+    torch.manual_seed(0)
+    contiguous = create_model("lambda_resnet26", num_classes=10).double()
+    channels_last = create_model("lambda_resnet26", num_classes=10).double()
+    channels_last.load_state_dict(contiguous.state_dict())
+    channels_last.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 48, dtype=torch.float64)
+    expected = gradients(contiguous, x)
+    actual = gradients(channels_last, x.contiguous(memory_format=torch.channels_last))
+    errors = {name: rel(actual[name], expected[name]) for name in expected}
+    assert max(errors.values()) < 1e-10, errors
+
+
+@pytest.mark.parametrize("implementation", ["reference", "dense", "spectral", "auto"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_layer_keeps_the_layout_and_the_function(implementation, stride):
+    torch.manual_seed(0)
+    layer = LambdaLayer(16, stride, implementation=implementation).double()
+    twin = LambdaLayer(16, stride, implementation=implementation).double()
+    twin.load_state_dict(layer.state_dict())
+    twin.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 16, 10, 9, dtype=torch.float64)
+    expected = gradients(layer, x)
+    actual = gradients(twin, x.contiguous(memory_format=torch.channels_last))
+    assert actual["output"].is_contiguous(memory_format=torch.channels_last)
+    errors = {name: rel(actual[name], expected[name]) for name in expected}
+    assert max(errors.values()) < 1e-12, errors
