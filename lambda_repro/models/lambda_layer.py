@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from lambda_repro.models.lambda_conv import LambdaConv
-from lambda_repro.models.lambda_formulations.chooser import IMPLEMENTATIONS, lambda_output
+from lambda_repro.models.lambda_formulations.chooser import (
+    IMPLEMENTATIONS,
+    FormulationChooser,
+    in_graph_capture,
+    resolve_formulation,
+    run_formulation,
+)
 
 __all__ = ["IMPLEMENTATIONS", "LambdaLayer"]
 
@@ -36,9 +42,13 @@ class LambdaLayer(nn.Module):
         intra_depth: ``u`` (1).
         context_size: ``r``, side of the local relative-position context (23, odd).
         implementation: how the position term is computed; every choice computes the
-            same function (see ``lambda_position``). ``"auto"`` (default) picks the
-            fastest exact formulation for each map size (``"dense"`` on small maps,
-            ``"spectral"`` on large ones); ``"reference"`` is the published formulation.
+            same function (see ``lambda_formulations``). ``"auto"`` (default) runs the
+            formulation a fixed rule picks for the map size (``"dense"`` on small maps,
+            ``"spectral"`` on large ones), or, once ``chooser`` is set (see
+            ``lambda_repro.models.benchmark_formulations``), the fastest one measured on
+            this machine for the input's shape, dtype, device and mode. ``"reference"``
+            is the published formulation. ``last_formulation`` says what the last call
+            ran; ``lambda_repro.models.pin_formulations`` fixes it.
     """
 
     def __init__(
@@ -77,6 +87,8 @@ class LambdaLayer(nn.Module):
         r = context_size
         self.lambda_conv = LambdaConv(intra_depth, key_dim, (1, r, r), padding=(0, (r - 1) // 2, (r - 1) // 2))
         self.pool = nn.AvgPool2d(3, stride=2, padding=1) if stride == 2 else nn.Identity()
+        self.chooser: FormulationChooser | None = None  # None: "auto" follows the fixed rule
+        self.last_formulation: str | None = None
 
     @property
     def implementation(self) -> str:
@@ -105,7 +117,11 @@ class LambdaLayer(nn.Module):
 
         content_lambda = torch.einsum("bukm,buvm->bkv", k, v)
         weight, bias = self.lambda_conv.weight, self.lambda_conv.bias
-        out = lambda_output(self.implementation, q, v, content_lambda, weight, bias, h, w)
+        inputs = (q, v, content_lambda, weight, bias, h, w)
+        formulation = resolve_formulation(self.implementation, self.chooser, *inputs)
+        if not in_graph_capture():
+            self.last_formulation = formulation
+        out = run_formulation(formulation, *inputs)
         out = out.reshape(n, c, h, w)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # Hand a channels_last network its layout back (the next convolution expects it).

@@ -93,7 +93,9 @@ class _Workspace:
     """Buffers that every block of rows reuses: a fresh large buffer per block costs page
     faults (on CPU as much time as the GEMM that fills it)."""
 
-    def __init__(self, toeplitz: torch.Tensor, shared: torch.Tensor, width: int, block: int, backward: bool) -> None:
+    def __init__(
+        self, toeplitz: torch.Tensor, shared: torch.Tensor, width: int, block: int, backward: bool, depth: int = 1
+    ) -> None:
         n, key_dim, value_dim = shared.shape
         bins, rows = toeplitz.shape[:2]  # rows = (re/im, k, i)
         columns = n * value_dim
@@ -102,6 +104,9 @@ class _Workspace:
         self.lambdas = shared.new_empty(block, width, n, key_dim, value_dim)
         if backward:
             self.grad_lambdas = shared.new_empty(block * width * n, key_dim, value_dim)
+            # Gradient of one slice's input rows, contiguous: a batched GEMM written straight
+            # into the strided rows of grad_spectra falls back to one small GEMM per frequency.
+            self.grad_columns = shared.new_empty(bins, toeplitz.shape[-1] // depth, columns)
 
 
 def _row_block_lambdas(
@@ -172,7 +177,7 @@ class RowBlockContraction(torch.autograd.Function):
         grad_spectra = torch.zeros_like(spectra) if need_spectra else None
         grad_toeplitz = torch.zeros_like(toeplitz) if need_toeplitz else None
         grad_shared = torch.zeros_like(shared) if need_shared else None
-        work = _Workspace(toeplitz, shared, width, block, backward=True)
+        work = _Workspace(toeplitz, shared, width, block, backward=True, depth=spectra.shape[1])
         for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
             lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)[: stop - start]
             grad = grad_out[start:stop]
@@ -201,13 +206,41 @@ class RowBlockContraction(torch.autograd.Function):
                 if need_toeplitz:
                     grad_toeplitz[:, :, part].baddbmm_(grad_product, slice_columns.transpose(1, 2))
                 if need_spectra:  # overlapping blocks read the same rows: their gradients add up
-                    grad_columns[u].baddbmm_(toeplitz[:, :, part].transpose(1, 2), grad_product)
+                    torch.bmm(toeplitz[:, :, part].transpose(1, 2), grad_product, out=work.grad_columns)
+                    grad_columns[u].add_(work.grad_columns)
         return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None
 
 
 def _row_ranges(block: int, height: int, row_size: int) -> list[tuple[int, int]]:
     """Flat ``(start, stop)`` of each block's rows in the (row, x, N) order; the last one cut at ``height``."""
     return [(start * row_size, min(start + block, height) * row_size) for start in range(0, height, block)]
+
+
+class SpectralOperands:
+    """What both ways of running the spectral formulation start from (see ``lambda_output_spectral``)."""
+
+    def __init__(self, queries, values, content, weight, bias, height: int, width: int) -> None:
+        n, depth, value_dim, positions = values.shape
+        key_dim, r = weight.shape[0], weight.shape[-1]
+        heads = queries.shape[1]
+        kernel = reachable_taps(weight.reshape(key_dim, depth, r, r), height, width)
+        ry, rx = kernel.shape[-2:]
+        dft = RowDFT(width, rx, values.dtype, values.device)
+        bins, pad_y = dft.bins, ry // 2
+        self.block = row_block(height)
+        self.blocks = -(-height // self.block)
+        self.span = self.block + ry - 1
+        # Row spectra of every value map, laid out (f, u, row, re/im, N*v) with zero rows above
+        # and below the map, so that the input rows of each output block are a plain view.
+        spectra = values.reshape(n, depth, value_dim, height, width) @ dft.forward
+        spectra = spectra.view(n, depth, value_dim, height, bins, 2).permute(4, 1, 3, 5, 0, 2)
+        spectra = spectra.reshape(bins, depth, height, 2, n * value_dim)
+        self.spectra = F.pad(spectra, (0, 0, 0, 0, pad_y, self.blocks * self.block + ry - 1 - height - pad_y))
+        self.toeplitz = column_toeplitz((kernel @ dft.taps).reshape(key_dim, depth, ry, bins, 2), self.block)
+        self.inverse = dft.inverse
+        self.q_rows = queries.permute(3, 0, 1, 2).reshape(positions * n, heads, key_dim)
+        self.shared = shared_lambda(content, bias)
+        self.output_shape = (positions, n, heads, value_dim)
 
 
 def lambda_output_spectral(
@@ -219,25 +252,44 @@ def lambda_output_spectral(
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """Layer output, same signature and result as ``lambda_output_reference``."""
-    n, depth, value_dim, positions = values.shape
-    key_dim, r = weight.shape[0], weight.shape[-1]
-    heads = queries.shape[1]
-    kernel = reachable_taps(weight.reshape(key_dim, depth, r, r), height, width)
-    ry, rx = kernel.shape[-2:]
-    dft = RowDFT(width, rx, values.dtype, values.device)
-    bins, pad_y = dft.bins, ry // 2
-    block = row_block(height)
-    blocks = -(-height // block)
-    # Row spectra of every value map, laid out (f, u, row, re/im, N*v) with zero rows above
-    # and below the map, so that the input rows of each output block are a plain view.
-    spectra = values.reshape(n, depth, value_dim, height, width) @ dft.forward
-    spectra = spectra.view(n, depth, value_dim, height, bins, 2).permute(4, 1, 3, 5, 0, 2)
-    spectra = spectra.reshape(bins, depth, height, 2, n * value_dim)
-    spectra = F.pad(spectra, (0, 0, 0, 0, pad_y, blocks * block + ry - 1 - height - pad_y))
-    toeplitz = column_toeplitz((kernel @ dft.taps).reshape(key_dim, depth, ry, bins, 2), block)
+    """Layer output, same signature and result as ``lambda_output_reference``.
 
-    q_rows = queries.permute(3, 0, 1, 2).reshape(positions * n, heads, key_dim)
-    shared = shared_lambda(content, bias)
-    out = RowBlockContraction.apply(q_rows, spectra, toeplitz, dft.inverse, shared, height, width, block)
-    return out.view(positions, n, heads, value_dim).permute(1, 2, 3, 0)
+    Eager kernel: lambdas built and used one block of rows at a time, in reused buffers
+    (``RowBlockContraction``). Graph capture (compile, export, tracing) cannot follow its
+    ``out=`` writes; ``lambda_output_spectral_functional`` is the same math for those.
+    """
+    ops = SpectralOperands(queries, values, content, weight, bias, height, width)
+    out = RowBlockContraction.apply(
+        ops.q_rows, ops.spectra, ops.toeplitz, ops.inverse, ops.shared, height, width, ops.block
+    )
+    return out.view(ops.output_shape).permute(1, 2, 3, 0)
+
+
+def lambda_output_spectral_functional(
+    queries: torch.Tensor,
+    values: torch.Tensor,
+    content: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The spectral formulation as plain tensor ops, all row blocks at once; autograd does the backward.
+
+    Same products as ``RowBlockContraction`` but no buffers, no ``out=`` and no custom
+    backward, so ``torch.compile``, ``torch.export``, ONNX export and ``torch.jit.trace``
+    capture it. It stores the whole lambdas (``k`` times the values) for the backward.
+    """
+    ops = SpectralOperands(queries, values, content, weight, bias, height, width)
+    bins, depth, _, _, columns = ops.spectra.shape
+    n, key_dim, value_dim = ops.shared.shape
+    block, blocks = ops.block, ops.blocks
+    # windows[f, u, b, c, nv, j] = spectra[f, u, b*block + j, c, nv]: every block's input rows.
+    windows = ops.spectra.unfold(2, ops.span, block)
+    stacked = windows.permute(0, 1, 5, 3, 2, 4).reshape(bins, depth * ops.span * 2, blocks * columns)
+    product = torch.bmm(ops.toeplitz, stacked)  # (f, (o, k, i), (b, N, v))
+    spatial = ops.inverse @ product.reshape(ops.inverse.shape[1], -1)  # (x, (k, i, b, N, v))
+    spatial = spatial.reshape(width, key_dim, block, blocks, n, value_dim).permute(3, 2, 0, 4, 1, 5)
+    lambdas = spatial.reshape(blocks * block, width, n, key_dim, value_dim)[:height] + ops.shared
+    out = torch.bmm(ops.q_rows, lambdas.reshape(-1, key_dim, value_dim))
+    return out.view(ops.output_shape).permute(1, 2, 3, 0)
