@@ -1,23 +1,29 @@
 """Measure the fast lambda layer against the published formulation, in one run.
 
-Prints three tables (medians of interleaved repetitions, so that load from other
-processes hits every contender alike):
+Prints the host frame first and last (sgemm and oneDNN / cuDNN 3x3-convolution GFLOP/s,
+load average: every ratio below depends on them), then tables of medians of interleaved
+repetitions, so that load from other processes hits every contender alike:
 
-1. the 16 lambda layers of Lambda-ResNet-50 at 224 (forward + backward, train mode);
+1. the 16 lambda layers of Lambda-ResNet-50 at 224, forward + backward (train mode) and
+   forward only (eval, no grad);
 2. whole-model throughput, ``lambda_resnet50`` vs torchvision's ``resnet50``: training
-   (forward, backward, SGD step) and inference (eval, no grad), in images/s;
+   (forward, backward, SGD step) and inference (eval, no grad), in images/s, per batch;
 3. peak training memory: max RSS of a fresh subprocess per configuration.
 
 Usage::
 
-    python scripts/bench_lambda.py                  # everything (CPU: ~10-20 min on 2 cores)
-    python scripts/bench_lambda.py --only layers    # layers | models | memory
+    python scripts/bench_lambda.py                          # everything (CPU: ~10-20 min on 2 cores)
+    python scripts/bench_lambda.py --only layers            # layers | models | memory
+    python scripts/bench_lambda.py --only models --batch 8 32 --with-reference-model
+    python scripts/bench_lambda.py --device cuda --precision bf16   # GPU, bf16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -27,8 +33,7 @@ import time
 import torch
 from torch import nn
 
-from lambda_repro.models import LambdaLayer, create_model
-from lambda_repro.models.lambda_formulations.chooser import choose_formulation
+from lambda_repro.models import LambdaLayer, benchmark_formulations, create_model
 from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
 LAYER_SHAPES = LAMBDA_RESNET50_LAYER_SHAPES
@@ -58,55 +63,95 @@ def interleaved_medians(contenders: dict, rounds: int, device: torch.device) -> 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def layer_step(layer: nn.Module, x: torch.Tensor):
+PRECISION = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    dtype = PRECISION[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def host_frame(device: torch.device) -> str:
+    """sgemm and 3x3-convolution GFLOP/s of this host now, and the load average."""
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device)
+    x = torch.randn(8, 64, 56, 56, device=device)
+    with torch.no_grad():
+        medians = interleaved_medians({"sgemm": lambda: a @ b, "conv": lambda: conv(x)}, 5, device)
+    sgemm = 2 * 2048**3 / medians["sgemm"] / 1e9
+    conv_gflops = 2 * 8 * 64 * 64 * 9 * 56 * 56 / medians["conv"] / 1e9
+    load = "n/a"
+    with contextlib.suppress(OSError):
+        load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    kind = "cuDNN" if device.type == "cuda" else "oneDNN"
+    return f"host frame: sgemm {sgemm:.0f} GFLOP/s, {kind} 3x3 conv {conv_gflops:.0f} GFLOP/s, load average {load}"
+
+
+def layer_step(layer: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     def step() -> None:
         layer.zero_grad(set_to_none=True)
         x.grad = None
-        layer(x).sum().backward()
+        with autocast(x.device, precision):
+            out = layer(x)
+        out.float().sum().backward()
 
     return step
 
 
-def bench_layers(batch: int, rounds: int, device: torch.device) -> None:
-    print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, forward + backward (ms, median of {rounds})")
-    print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'reference':>12}{'fast':>10}{'speed-up':>10}  auto runs")
-    totals = {"reference": 0.0, "auto": 0.0}
-    for channels, stride, side, count in LAYER_SHAPES:
-        torch.manual_seed(0)
-        reference = LambdaLayer(channels, stride, implementation="reference").to(device)
-        fast = LambdaLayer(channels, stride).to(device)
-        fast.load_state_dict(reference.state_dict())
-        x = torch.randn(batch, channels, side, side, device=device, requires_grad=True)
-        steps = {"reference": layer_step(reference, x), "auto": layer_step(fast, x)}
-        medians = interleaved_medians(steps, rounds, device)
-        for name in totals:
-            totals[name] += count * medians[name]
-        shape = f"{channels}, {side}x{side}, {stride}"
-        ref_ms, fast_ms = 1e3 * medians["reference"], 1e3 * medians["auto"]
-        print(
-            f"{shape:<24}{count:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x  "
-            f"{choose_formulation(side, side)}",
-            flush=True,
-        )
-    ref_ms, fast_ms = 1e3 * totals["reference"], 1e3 * totals["auto"]
-    print(f"{'all 16 layers':<24}{16:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x")
+def layer_forward(layer: nn.Module, x: torch.Tensor, precision: str = "fp32"):
+    def step() -> None:
+        with torch.no_grad(), autocast(x.device, precision):
+            layer(x)
+
+    return step
 
 
-def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor):
+def bench_layers(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+    for mode in ("forward + backward", "forward"):
+        print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, {mode} (ms, median of {rounds})")
+        print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'reference':>12}{'fast':>10}{'speed-up':>10}  auto runs")
+        totals = {"reference": 0.0, "auto": 0.0}
+        for channels, stride, side, count in LAYER_SHAPES:
+            torch.manual_seed(0)
+            reference = LambdaLayer(channels, stride, implementation="reference").to(device)
+            fast = LambdaLayer(channels, stride).to(device)
+            fast.load_state_dict(reference.state_dict())
+            x = torch.randn(batch, channels, side, side, device=device, requires_grad=mode != "forward")
+            make = layer_forward if mode == "forward" else layer_step
+            if mode == "forward":
+                reference.eval(), fast.eval()
+            steps = {"reference": make(reference, x, precision), "auto": make(fast, x, precision)}
+            medians = interleaved_medians(steps, rounds, device)
+            for name in totals:
+                totals[name] += count * medians[name]
+            shape = f"{channels}, {side}x{side}, {stride}"
+            ref_ms, fast_ms = 1e3 * medians["reference"], 1e3 * medians["auto"]
+            print(
+                f"{shape:<24}{count:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x  "
+                f"{fast.last_formulation}",
+                flush=True,
+            )
+        ref_ms, fast_ms = 1e3 * totals["reference"], 1e3 * totals["auto"]
+        print(f"{'all 16 layers':<24}{16:>6}{ref_ms:>12.1f}{fast_ms:>10.1f}{ref_ms / fast_ms:>9.1f}x")
+
+
+def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, precision: str = "fp32"):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), target).backward()
+        with autocast(x.device, precision):
+            loss = loss_fn(model(x), target)
+        loss.backward()
         optimizer.step()
 
     return step
 
 
-def infer_step(model: nn.Module, x: torch.Tensor):
+def infer_step(model: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     def step() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(x.device, precision):
             model(x)
 
     return step
@@ -116,11 +161,18 @@ def build(name: str, device: torch.device) -> nn.Module:
     torch.manual_seed(0)
     if name == "lambda_resnet50_reference":
         return create_model("lambda_resnet50", lambda_implementation="reference").to(device)
+    if name == "lambda_resnet50_measured":  # formulations timed on this host (benchmark_formulations)
+        model = create_model("lambda_resnet50").to(device)
+        benchmark_formulations(model)
+        return model
     return create_model(name).to(device)
 
 
-def bench_models(batch: int, rounds: int, device: torch.device, with_reference: bool) -> None:
+def bench_models(
+    batch: int, rounds: int, device: torch.device, with_reference: bool, with_measured: bool, precision: str
+) -> None:
     names = ["lambda_resnet50", "resnet50"] + (["lambda_resnet50_reference"] if with_reference else [])
+    names += ["lambda_resnet50_measured"] if with_measured else []
     x = torch.randn(batch, 3, 224, 224, device=device)
     target = torch.randint(0, 1000, (batch,), device=device)
     models = {name: build(name, device) for name in names}
@@ -128,10 +180,12 @@ def bench_models(batch: int, rounds: int, device: torch.device, with_reference: 
         steps = {}
         for name, model in models.items():
             model.train(mode == "train")
-            steps[name] = train_step(model, x, target) if mode == "train" else infer_step(model, x)
+            steps[name] = (
+                train_step(model, x, target, precision) if mode == "train" else infer_step(model, x, precision)
+            )
         medians = interleaved_medians(steps, rounds, device)
         baseline = batch / medians["resnet50"]
-        print(f"\n{mode}, batch {batch} at 224 (images/s, median of {rounds} interleaved steps)")
+        print(f"\n{mode}, batch {batch} at 224, {precision} (images/s, median of {rounds} interleaved steps)")
         for name in names:
             rate = batch / medians[name]
             print(f"{name:<28}{rate:>8.2f}  {rate / baseline:.2f}x resnet50", flush=True)
@@ -182,24 +236,29 @@ def bench_memory(batch: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("layers", "models", "memory"), action="append")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, nargs="+", default=[8], help="one or more batch sizes")
+    parser.add_argument("--precision", choices=sorted(PRECISION), default="fp32", help="autocast dtype")
+    parser.add_argument("--with-measured", action="store_true", help="also lambda_resnet50 with measured choices")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions per contender")
     parser.add_argument("--with-reference-model", action="store_true", help="also time the whole reference model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        peak_memory_child(args.memory_child, args.batch)
+        peak_memory_child(args.memory_child, args.batch[0])
         return
     device = torch.device(args.device)
     parts = args.only or ["layers", "models", "memory"]
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, float32")
-    if "layers" in parts:
-        bench_layers(args.batch, args.rounds, device)
-    if "models" in parts:
-        bench_models(args.batch, args.rounds, device, args.with_reference_model)
-    if "memory" in parts and device.type == "cpu":
-        bench_memory(args.batch)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, {args.precision}")
+    print(host_frame(device), flush=True)
+    for batch in args.batch:
+        if "layers" in parts:
+            bench_layers(batch, args.rounds, device, args.precision)
+        if "models" in parts:
+            bench_models(batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision)
+        if "memory" in parts and device.type == "cpu":
+            bench_memory(batch)
+    print("\n" + host_frame(device))
 
 
 if __name__ == "__main__":
