@@ -91,3 +91,17 @@ def test_layer_keeps_the_layout_and_the_function(implementation, stride):
     assert actual["output"].is_contiguous(memory_format=torch.channels_last)
     errors = {name: rel(actual[name], expected[name]) for name in expected}
     assert max(errors.values()) < 1e-12, errors
+
+
+def test_other_conversion_errors_still_raise():
+    from lambda_repro.models.lambda_conv import LambdaConv
+
+    conv = LambdaConv(1, 4, (1, 3, 3))
+
+    def broken(tensor):
+        raise RuntimeError("something else went wrong")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        conv._apply(broken)
+    conv.to(memory_format=torch.channels_last_3d)  # the 5-D format still applies to the 5-D kernel as is
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
