@@ -16,6 +16,7 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
 
 from lambda_repro.data import DataError
 from lambda_repro.data.prepare import prepare_imagenet, prepare_synthetic
+from lambda_repro.data.problem_listing import problem_lines
 from lambda_repro.data.synthetic import SyntheticSpec
 from pipelines._stage import stage
 
@@ -56,6 +57,8 @@ def summary(manifest: dict, manifest_path: str, seconds: float) -> str:
 def run(params: dict, args) -> int:
     start = time.perf_counter()
     manifest = prepare(params)
+    for line in problem_lines(manifest["problems"], params["data"]["manifest"]):
+        print(f"  {line}", file=sys.stderr)
     print(summary(manifest, params["data"]["manifest"], time.perf_counter() - start))
     return 0
 
