@@ -209,14 +209,25 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> N
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except OSError as err:
+    except Exception as err:
         Path(tmp_name).unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        if _disk_full(err):
             raise CheckpointSpaceError(path, _serialized_size(checkpoint)) from None
         raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """ENOSPC / EDQUOT anywhere in the chain: torch.save reports a full disk as a RuntimeError of its zip writer."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 class _ByteCounter:

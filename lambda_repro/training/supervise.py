@@ -44,6 +44,7 @@ _WORKER_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
 # What of torchrun's and the workers' stderr reaches the terminal: our own warnings and Python's warnings.
 _OWN_WARNING = re.compile(r"^(?:[\w.-]+: )?warning: ")
 _PYTHON_WARNING = re.compile(r"^\S+:\d+: (\w*Warning): (.*)$")
+_RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]: ?")  # torchrun's prefix on each worker's lines
 _PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")  # tqdm's "| 8/8 [00:04<00:00" of a finished bar
 
 
@@ -152,6 +153,7 @@ class _StderrRelay(threading.Thread):
                     print(shown, file=sys.stderr, flush=True)
 
     def _terminal_line(self, line: str) -> str | None:
+        line = _RANK_PREFIX.sub("", line, count=1)
         failed = _WORKER_FAILED.search(line)
         if failed:
             code, rank = int(failed.group(1)), failed.group(2)
