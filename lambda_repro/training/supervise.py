@@ -143,14 +143,21 @@ class _StderrRelay(threading.Thread):
             for segment in _segments(self.pipe):
                 text = segment.decode("utf-8", errors="replace")
                 if segment.endswith(b"\r"):  # a progress bar redrawing itself: the terminal's, not the log's
-                    sys.stderr.write(text)
-                    sys.stderr.flush()
+                    self._show(text)
                     continue
                 log.write(segment)
                 log.flush()
                 shown = self._terminal_line(text.rstrip("\n"))
                 if shown is not None:
-                    print(shown, file=sys.stderr, flush=True)
+                    self._show(shown + "\n")
+
+    @staticmethod
+    def _show(text: str) -> None:
+        # The terminal may be gone (dvc killed, the window closed): keep draining the pipe into the log regardless,
+        # or torchrun would block on a full pipe.
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
     def _terminal_line(self, line: str) -> str | None:
         line = _RANK_PREFIX.sub("", line, count=1)
