@@ -80,11 +80,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}; {START_OVER}") from None
     if size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint; {START_OVER}")
-    with open(path, "rb") as f:
-        head = f.read(4)
     is_zip = head == _ZIP_MAGIC
     if is_zip and not zipfile.is_zipfile(path):
         raise CheckpointError(
