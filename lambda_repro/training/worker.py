@@ -53,6 +53,14 @@ def open_tracker(config: TrainConfig):
     return tracker, run_id
 
 
+def one_line(err: BaseException) -> str:
+    """The error's message on one line: a DataLoader worker's error carries the whole traceback, its cause last."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return lines[-1].split(": ", 1)[-1] if "Traceback" in str(err) else " ".join(lines)
+
+
 def report_permanent_failure(err: BaseException, rank: int) -> None:
     """Tell the launcher that this error would recur on every restart, then wait for it to end the group.
 
@@ -61,7 +69,7 @@ def report_permanent_failure(err: BaseException, rank: int) -> None:
     """
     traceback.print_exc(file=sys.stderr)
     sys.stderr.flush()
-    outcome.write_outcome(outcome.FAILED, f"{err} (rank {rank}, {type(err).__name__})", permanent=True)
+    outcome.write_outcome(outcome.FAILED, f"{one_line(err)} (rank {rank}, {type(err).__name__})", permanent=True)
     if os.environ.get(outcome.OUTCOME_ENV):
         time.sleep(LAUNCHER_GRACE_S)
 
