@@ -343,3 +343,20 @@ def test_full_disk_while_checkpointing_is_one_line_with_the_space_needed_and_no_
         assert [p.name for p in checkpoints.iterdir()] == ["last.pt"]
     finally:
         subprocess.run(["umount", "-l", str(checkpoints)], check=False)
+
+
+def test_an_image_broken_after_prepare_is_one_line_naming_it_and_never_retried(prepared, tmp_path):
+    project = copy_project(prepared, tmp_path)
+    # Overwrite one training image with garbage of the same size: the listing still matches the manifest.
+    image = sorted((project / "data" / "prepared" / "train").rglob("*.JPEG"))[3]
+    image.write_bytes(b"\0" * image.stat().st_size)
+    job = Terminal(project, sys.executable, "pipelines/train.py")  # dvc would rerun prepare and restore the file
+    job.process.wait(timeout=STAGE_TIMEOUT_S)
+    assert job.process.returncode == 1, job.text()
+    last = job.last_line()
+    assert last.startswith("train: error: ") and image.name in last, job.text()
+    assert f"not retried (a restart would fail the same way); tracebacks in {WORKER_LOG}" in last, job.text()
+    assert TRACEBACK not in job.err.read_text(), job.text()
+    log = (project / WORKER_LOG).read_text()
+    assert TRACEBACK in log and "DataError" in log
+    assert "will restart worker group" not in log and "failed (exitcode" not in log, log[-3000:]
