@@ -65,6 +65,7 @@ def test_terminal_gets_warnings_and_one_line_per_failed_worker_the_log_gets_ever
         "[rank0]:   warnings.warn(\n",
         "warning: the training code changed since checkpoints/last.pt was written; resuming it anyway\n",
         "epoch 1/2:  50%|#####     | 4/8 [00:02<00:02,  1.81it/s]\r",
+        "epoch 1/2:  62%|######    | 5/8 [00:02<00:01,  1.90it/s, loss=0.6]Traceback (most recent call last):\n",
         "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n",
     ]
     terminal, log, relay = relayed(lines, tmp_path, capsys)
@@ -74,6 +75,8 @@ def test_terminal_gets_warnings_and_one_line_per_failed_worker_the_log_gets_ever
         "train: warning: train.precision=bf16 applies on GPU only\n"
         "warning: the training code changed since checkpoints/last.pt was written; resuming it anyway\n"
         "epoch 1/2:  50%|#####     | 4/8 [00:02<00:02,  1.81it/s]\r"
+        # A traceback that starts on the line of a progress bar: the bar is shown, the traceback is not.
+        "epoch 1/2:  62%|######    | 5/8 [00:02<00:01,  1.90it/s, loss=0.6]\n"
     )
     assert relay.failed_workers == ["local_rank 1 (exitcode: -9, SIGKILL)"]
     # Everything but the progress bar's redraws is in the log, in order.

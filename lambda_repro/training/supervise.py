@@ -45,7 +45,8 @@ _WORKER_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)")
 _OWN_WARNING = re.compile(r"^(?:[\w.-]+: )?warning: ")
 _PYTHON_WARNING = re.compile(r"^\S+:\d+: (\w*Warning): (.*)$")
 _RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d+\]: ?")  # torchrun's prefix on each worker's lines
-_PROGRESS_BAR = re.compile(r"\|\s*\d+/\d+ \[")  # tqdm's "| 8/8 [00:04<00:00" of a finished bar
+# tqdm's bar, "epoch 1/2:  38%|###   | 3/8 [00:01<00:02,  1.98it/s, loss=1.37]", up to its closing bracket.
+_PROGRESS_BAR_PREFIX = re.compile(r"^[^\n]*?\|\s*\d+/\d+ \[[^\]]*\]")
 
 
 def _segments(pipe):
@@ -147,7 +148,12 @@ class _StderrRelay(threading.Thread):
                     continue
                 log.write(segment)
                 log.flush()
-                shown = self._terminal_line(text.rstrip("\n"))
+                line = text.rstrip("\n")
+                bar = _PROGRESS_BAR_PREFIX.match(line)
+                if bar:  # a progress bar not yet redrawn, then another write of the process on the same line
+                    self._show(bar.group(0) + "\n")
+                    line = line[bar.end() :]
+                shown = self._terminal_line(line) if line else None
                 if shown is not None:
                     self._show(shown + "\n")
 
@@ -170,7 +176,7 @@ class _StderrRelay(threading.Thread):
                 f"{self.stage}: warning: worker local_rank {rank} failed (exitcode: {code}{how}); torchrun restarts "
                 f"the group while distributed.max_restarts allows (details in {self.log_path})"
             )
-        if _OWN_WARNING.match(line) or _PROGRESS_BAR.search(line):
+        if _OWN_WARNING.match(line):
             return line
         warned = _PYTHON_WARNING.match(line)
         if warned:
