@@ -95,6 +95,13 @@ SCHEMA: dict[str, Any] = {
         "max_seconds": nullable_number(gt=0),
         "threads": integer(minimum=1, nullable=True),
         "gpu_sample_interval_s": number(gt=0),
+        "max_ratio_ci_width": number(gt=0),
+        "layer_batch": integer(minimum=1),
+        "layer_repeats": integer(minimum=0),
+        "scaling_sides": int_list(minimum=8),
+        "scaling_resolutions": int_list(minimum=64),
+        "scaling_repeats": integer(minimum=0),
+        "loader_images": integer(minimum=0),
     },
     "report": {
         "output_dir": path(),

@@ -5,8 +5,10 @@ such a file would shadow the standard library's `profile` module (cProfile, impo
 imports it) and break every stage.
 
 Reads the `model` and `profile` sections of params.yaml (and `train.optimizer`, the training
-step's optimizer). Each model is measured in its own spawned process (see
-`lambda_repro.profiling.benchmark`). Writes `profile.json` (per model; `settings` says how it
+step's optimizer). Each model is measured in its own spawned process, their repetitions
+interleaved (see `lambda_repro.profiling.interleaved`); then, in this process, the claims'
+evidence (layers, scaling, loader: `lambda_repro.profiling.evidence`). Writes `profile.json`
+(per model; `ratios`: model / baseline with 95% intervals; `evidence`; `settings` says how it
 was measured) and `profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into
 `--metrics-dir`, and logs the flat metrics into the pipeline's MLflow run when its
 `mlflow_run.json` names one.
@@ -18,7 +20,7 @@ import csv
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
@@ -29,10 +31,13 @@ from lambda_repro.profiling import (
     BenchmarkConfig,
     benchmark_models,
     flat_profile_metrics,
+    flat_ratio_metrics,
     settings,
     timeline_rows,
 )
+from lambda_repro.profiling.benchmark import paired_ratios
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
+from lambda_repro.profiling.evidence import EvidenceConfig, measure_evidence
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
@@ -45,7 +50,9 @@ def run(params: dict, args) -> int:
     section = dict(params["profile"])
     baseline = section.pop("baseline")
     try:
-        config = BenchmarkConfig.from_params(section, optimizer=params["train"]["optimizer"])
+        evidence_config = EvidenceConfig.from_params(section)
+        timing = {k: v for k, v in section.items() if k not in EvidenceConfig.keys()}
+        config = BenchmarkConfig.from_params(timing, optimizer=params["train"]["optimizer"])
     except ValueError as err:  # what only this machine can tell (e.g. more threads than cores)
         raise ParamError(str(err)) from None
     model = params["model"]
@@ -58,12 +65,21 @@ def run(params: dict, args) -> int:
     config = replace(config, threads=resolve_threads(config.threads))
     start = time.perf_counter()
     results = benchmark_models(models, config)
+    models_wall_s = time.perf_counter() - start
+    ratios = {
+        name: paired_ratios(results[name], results[baseline], config.max_ratio_ci_width)
+        for name in results
+        if name != baseline
+    }
+    evidence = measure_evidence(evidence_config, models, config.resolve_device(), config.resolution, config.threads)
     wall_s = time.perf_counter() - start
 
     timeline = timeline_rows(results)
     for entry in results.values():
         entry.pop("gpu_timeline", None)
-    profile = {"settings": {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}, **results}
+    profile_settings = {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}
+    profile_settings.update(models_wall_s=models_wall_s, evidence=asdict(evidence_config))
+    profile = {"settings": profile_settings, **results, "ratios": ratios, "evidence": evidence}
     profile_path.parent.mkdir(parents=True, exist_ok=True)
     profile_path.write_text(json.dumps(profile, indent=2) + "\n")
     with timeline_path.open("w", newline="") as f:
@@ -82,6 +98,16 @@ def run(params: dict, args) -> int:
             f"train img/s {train}; inference img/s {infer}; latency p50 {entry['latency_ms']['p50']:.1f} ms; "
             f"peak {entry['memory_kind']} {entry['peak_memory_mb']['train']:,.0f} MB"
         )
+    for name, mine in ratios.items():
+        for key, r in mine.items():
+            if r["ratio"] is not None and not key.startswith("peak_memory"):
+                flag = "" if r["trusted"] else "  (interval too wide to trust)"
+                print(
+                    f"profile: {name} / {baseline} {key}: {r['ratio']:.2f}x "
+                    f"(95% {r['ci_low']:.2f}-{r['ci_high']:.2f}, {r['n']} pairs){flag}"
+                )
+    for part, data in evidence.items():
+        print(f"profile: evidence {part} in {data['wall_s']:.0f} s")
     print(
         f"profile: wrote {profile_path} and {timeline_path} in {wall_s:.0f} s "
         f"({config.threads} CPU threads; load average before {load_before})"
@@ -92,7 +118,8 @@ def run(params: dict, args) -> int:
     if ref is None:
         print(f"profile: {pointer} names no MLflow run; metrics only in {profile_path}")
         return 0
-    problem = log_to_run(ref, flat_profile_metrics(results), buffer_dir=metrics_dir / "mlflow_buffer")
+    metrics = {**flat_profile_metrics(results), **flat_ratio_metrics(ratios)}
+    problem = log_to_run(ref, metrics, buffer_dir=metrics_dir / "mlflow_buffer")
     print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {ref.run_id}")
     return 0
 
