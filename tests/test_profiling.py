@@ -410,5 +410,5 @@ def test_evidence_config_rejects_bad_values():
         EvidenceConfig(scaling_sides=(4,))
     with pytest.raises(ValueError, match="profile.scaling_resolutions: must be a list of integers >= 64"):
         EvidenceConfig(scaling_resolutions=(32,))
-    with pytest.raises(ValueError, match="profile.max_ratio_ci_width"):
-        BenchmarkConfig(max_ratio_ci_width=0)
+    with pytest.raises(ValueError, match="profile.max_ratio_ci_width: must be > 0, got 0"):
+        BenchmarkConfig.from_params({"max_ratio_ci_width": 0})
