@@ -18,12 +18,15 @@ from lambda_repro.reporting.comparison import (
     ABOVE,
     BELOW,
     EXACT_MATCH,
+    HEALTHY,
     NOT_MEASURED,
     REPRODUCED,
+    UNHEALTHY,
     AccuracyComparison,
     Tolerance,
     compare_accuracy,
     compare_counts,
+    health_verdict,
     overall_count_verdict,
 )
 from lambda_repro.reporting.document import Block, Bullets, Details, Figure, Heading, Paragraph, Table, Verdict
@@ -171,11 +174,16 @@ def _headline(accuracy: AccuracyComparison, counts_verdict: str, inputs: ReportI
             lines.append(f"{name}: not measured (published {row.published:.3f})")
         else:
             lines.append(f"{name}: measured {row.measured:.3f} vs published {row.published:.3f} ({row.delta:+.3f})")
+        if row.note:
+            lines[-1] += f"; {row.note}"
     if accuracy.comparable:
         lines.append(f"tolerance: |difference| <= {config.top1_tolerance:g} (top-1), {config.top5_tolerance:g} (top-5)")
     else:
         lines += [f"why not comparable: {reason}" for reason in accuracy.reasons]
     blocks.append(Verdict(kind, title, tuple(lines)))
+    health = health_verdict(inputs.eval)
+    health_kind = {HEALTHY: "good", UNHEALTHY: "warn"}.get(health.verdict, "neutral")
+    blocks.append(Verdict(health_kind, f"Numerical health of the evaluation: {health.verdict.upper()}", health.lines))
     counts_kind = {EXACT_MATCH: "good", NOT_MEASURED: "neutral"}.get(counts_verdict, "warn")
     blocks.append(
         Verdict(

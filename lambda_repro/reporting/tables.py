@@ -41,10 +41,16 @@ def published_table(counts: tuple[MetricComparison, MetricComparison], accuracy:
                 "published": f"{row.published:.3f}",
                 "measured": "-" if row.measured is None else f"{row.measured:.3f}",
                 "difference": "-" if row.delta is None else f"{row.delta:+.3f}",
-                "verdict": row.verdict if row.tolerance is None else f"{row.verdict} (tolerance ±{row.tolerance:g})",
+                "verdict": _accuracy_verdict(row),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _accuracy_verdict(row: MetricComparison) -> str:
+    if row.note:
+        return f"{row.verdict}: {row.note}"
+    return row.verdict if row.tolerance is None else f"{row.verdict} (tolerance ±{row.tolerance:g})"
 
 
 def _count_row(label: str, row: MetricComparison, fmt) -> dict:
