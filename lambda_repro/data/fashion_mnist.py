@@ -69,16 +69,21 @@ def missing_files(path: str) -> list[str]:
     ]
 
 
-def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(images (N, 28, 28) uint8, labels (N,) uint8)`` of ``split`` (``train`` or ``val`` = the test file)."""
+def check_available(path: str) -> None:
+    """Raise :class:`DataError` (one line, naming the apt package) unless all four IDX files are in ``path``."""
     missing = missing_files(path)
     if missing:
-        hint = (
-            f"install it with: apt-get install {DEBIAN_PACKAGE}"
-            if path == DEBIAN_DIR
-            else "check data.fashion_mnist.path"
+        where = "" if path == DEBIAN_DIR else " (or point data.fashion_mnist.path at the folder that holds them)"
+        raise DataError(
+            f"Fashion-MNIST not found: {missing[0]} is missing; install it with: "
+            f"apt-get install {DEBIAN_PACKAGE}{where}",
+            missing,
         )
-        raise DataError(f"Fashion-MNIST not found: {missing[0]} is missing; {hint}", missing)
+
+
+def load_split(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 28, 28) uint8, labels (N,) uint8)`` of ``split`` (``train`` or ``val`` = the test file)."""
+    check_available(path)
     images_file, labels_file = (os.path.join(path, name) for name in FILES[split])
     images, labels = read_idx(images_file), read_idx(labels_file)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from lambda_repro.data.errors import DataError
-from lambda_repro.data.fashion_mnist import DATASET_NAME, FashionMnistSpec, write_fashion_mnist
+from lambda_repro.data.fashion_mnist import DATASET_NAME, FashionMnistSpec, check_available, write_fashion_mnist
 from lambda_repro.data.manifest import write_manifest
 from lambda_repro.data.synthetic import SyntheticSpec, generate_synthetic
 from lambda_repro.data.verify import IMAGENET_COUNTS, ExpectedCounts, verify_tree
@@ -96,6 +96,7 @@ def prepare_fashion_mnist(
     Fails before writing anything, naming the apt package, when the IDX files are missing.
     """
     spec.validate()
+    check_available(spec.path)
     content_digest = _write_generated(
         output,
         lambda tree: write_fashion_mnist(tree, spec, seed),

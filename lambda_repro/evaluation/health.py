@@ -87,7 +87,8 @@ class HealthCounts:
         if monitor is not None:
             for name, value in monitor.max_abs.items():
                 self.max_abs_activation[name] = max(self.max_abs_activation.get(name, 0.0), value)
-            self.nonfinite_activations.update(monitor.nonfinite)
+            for name, count in monitor.nonfinite.items():
+                self.nonfinite_activations[name] = self.nonfinite_activations.get(name, 0) + count
 
     def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sums, maxima)`` for all-reduce: counts add up across ranks, maxima take the largest."""
