@@ -32,6 +32,7 @@ import copy
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,6 +44,13 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 from lambda_repro.data import build_dataset, eval_transform, load_manifest, train_transform  # noqa: E402
 from lambda_repro.evaluation import evaluate, model_for_checkpoint  # noqa: E402
 from lambda_repro.models import LambdaLayer  # noqa: E402
+
+
+def shuffled(dataset, images: int | None = None) -> Subset:
+    """A fixed random order: the splits are sorted by class, and a batch of one class has no representative
+    statistics (batch-statistics variants and recalibration would measure within-class variance only)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
+    return Subset(dataset, order[:images])
 
 
 def lambda_norms(model: nn.Module) -> set[nn.Module]:
@@ -64,7 +72,7 @@ def recalibrate(model: nn.Module, dataset, images: int, batch_size: int) -> nn.M
         if isinstance(module, nn.BatchNorm2d):
             module.reset_running_stats()
             module.momentum = None
-    loader = DataLoader(Subset(dataset, range(min(images, len(dataset)))), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(shuffled(dataset, images), batch_size=batch_size, shuffle=False)
     model.train()
     with torch.no_grad():
         for batch, _ in loader:
@@ -136,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     trained, _ = model_for_checkpoint(args.checkpoint, args.model, manifest["classes"])
     trained.eval()
     size = args.image_size
-    val = build_dataset(manifest, "val", eval_transform(size))
-    val_no_crop = build_dataset(manifest, "val", eval_transform(size, resize_size=size))
+    val = shuffled(build_dataset(manifest, "val", eval_transform(size)))
+    val_no_crop = shuffled(build_dataset(manifest, "val", eval_transform(size, resize_size=size)))
     train_aug = build_dataset(manifest, "train", train_transform(size))
     train_plain = build_dataset(manifest, "train", eval_transform(size))
 
@@ -162,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results = {}
     for name, (build, dataset) in variants.items():
+        started = time.perf_counter()
         model = build()
         scores = evaluate(
             model, dataset, batch_size=args.batch_size, device=torch.device("cpu"), progress=False, health=True
@@ -171,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         stages = "  ".join(f"{stage}={value:.2g}" for stage, value in activations.items() if value is not None)
         print(
             f"{name:24s} top-1 {scores['top1']:5.1f}%  loss {scores['loss']:.4g}  "
-            f"non-finite logits {scores['health']['nonfinite_logits']}\n    {stages}"
+            f"non-finite logits {scores['health']['nonfinite_logits']}  ({time.perf_counter() - started:.0f} s)\n"
+            f"    {stages}",
+            flush=True,
         )
     mismatch = variance_mismatch(copy.deepcopy(trained), val, args.batch_size, top=8)
     print("BatchNorms whose running variance is furthest from what they see on val images (|log10 ratio|):")

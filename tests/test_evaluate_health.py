@@ -21,7 +21,6 @@ from lambda_repro.reporting.comparison import (
     compare_accuracy,
     health_verdict,
 )
-from tests.test_report import write_fake_metrics
 
 CPU = torch.device("cpu")
 
@@ -172,7 +171,7 @@ def test_other_datasets_are_not_imagenet_and_top5_of_10_classes_is_not_compared(
 
 
 def test_report_verdict_box_shows_the_health_findings(tmp_path):
-    write_fake_metrics(tmp_path / "metrics")
+    (tmp_path / "metrics").mkdir()  # the other stages' files missing: listed in the report, not fatal
     (tmp_path / "metrics" / "eval.json").write_text(json.dumps(_eval(health=UNHEALTHY_HEALTH)))
     config = ReportConfig(metrics_dir=str(tmp_path / "metrics"), output_dir=str(tmp_path / "reports"))
     result = build_report(config)
@@ -182,3 +181,33 @@ def test_report_verdict_box_shows_the_health_findings(tmp_path):
         assert "7.3e+12 at layer4.2" in text
         assert "Fashion-MNIST (fashion_mnist), not ImageNet" in text
         assert "top-5 of 10 classes is not the 1000-class top-5" in text
+
+
+def _sharded_health(rank: int, world_size: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    from lambda_repro.distributed import DistributedContext
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        context = DistributedContext(rank, rank, world_size, CPU, "gloo")
+        # Rank 1's shard holds the images with the largest labels: the maximum must come from it.
+        scores = evaluate(
+            Staged(Poison(math.nan), Scale(1.0)), dataset(10, marked=3), batch_size=2, device=CPU,
+            context=context, progress=False, health=True,
+        )  # fmt: skip
+        results[rank] = scores
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_evaluation_adds_counts_and_takes_the_largest_activation(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_sharded_health, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+        results = dict(results)
+    alone = score(Staged(Poison(math.nan), Scale(1.0)), dataset(10, marked=3))
+    assert results[0]["health"] == results[1]["health"] == alone["health"]
+    assert results[0]["health"]["nonfinite_logits"] == 3 and results[0]["top1"] == alone["top1"]
