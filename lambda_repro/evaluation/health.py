@@ -92,7 +92,7 @@ class HealthCounts:
 
     def as_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sums, maxima)`` for all-reduce: counts add up across ranks, maxima take the largest."""
-        names = sorted(self.max_abs_activation)
+        names = list(self.max_abs_activation)  # stage order: the same model on every rank
         sums = [
             self.images,
             self.nonfinite_logits,
@@ -104,7 +104,7 @@ class HealthCounts:
         )
 
     def load_tensors(self, sums: torch.Tensor, maxima: torch.Tensor) -> None:
-        names = sorted(self.max_abs_activation)
+        names = list(self.max_abs_activation)  # stage order: the same model on every rank
         values = [int(v) for v in sums.tolist()]
         self.images, self.nonfinite_logits, self.nonfinite_loss = values[:3]
         self.nonfinite_activations = dict(zip(names, values[3:], strict=True))
