@@ -56,6 +56,13 @@ SCHEMA: dict[str, Any] = {
         "verify": choice(lambda: ("full", "header", "none")),
         "verify_workers": integer(minimum=1, nullable=True),
         "expect_full_imagenet": boolean(),
+        "source": choice(lambda: ("synthetic", "fashion_mnist")),
+        "fashion_mnist": {
+            "path": path(nullable=True),
+            "train_per_class": integer(minimum=1, maximum=6000),
+            "val_per_class": integer(minimum=1, maximum=1000),
+            "image_size": integer(minimum=8),
+        },
         "synthetic": {
             "classes": integer(minimum=2),
             "train_per_class": integer(minimum=1),

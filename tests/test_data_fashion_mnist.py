@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lambda_repro.config import load_effective_params
 from lambda_repro.data import DataError, build_dataset, load_manifest
 from lambda_repro.data.fashion_mnist import DEBIAN_DIR, FILES, FashionMnistSpec, class_folder_names
 from lambda_repro.data.idx import read_idx, write_idx
@@ -111,7 +112,7 @@ def test_missing_package_is_one_error_naming_the_apt_package(tmp_path, monkeypat
     params = {"seed": 0, "data": {"root": None, "output": "data/prepared", "manifest": "data/manifest.json"}}
     params["data"].update(source="fashion_mnist", fashion_mnist={"path": str(missing)})
     with pytest.raises(DataError) as err:
-        prepare_stage.run(params)
+        prepare_stage.prepare(params)
     message = str(err.value)
     assert "\n" not in message and "apt-get install dataset-fashion-mnist" in message
     assert str(missing / "train-images-idx3-ubyte.gz") in message
@@ -124,3 +125,19 @@ def test_the_debian_package_reads_as_fashion_mnist(tmp_path):
     manifest = prepare_fashion_mnist(str(tmp_path / "out"), str(tmp_path / "manifest.json"), spec, seed=0)
     assert manifest["splits"]["train"]["images"] == 20 and manifest["splits"]["val"]["images"] == 10
     assert all(name.startswith("test_") for name in (p.name for p in (tmp_path / "out" / "val").rglob("*.png")))
+
+
+def test_the_preset_switches_only_the_source_and_the_sizes(tmp_path, monkeypatch):
+    monkeypatch.chdir(PROJECT_ROOT)
+    switched = tmp_path / "params.yaml"
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    switched.write_text(text.replace("preset: null", "preset: pipelines/presets/fashion_mnist.yaml"))
+    params = load_effective_params(switched)
+    assert params["data"]["source"] == "fashion_mnist" and params["data"]["root"] is None
+    assert params["train"]["image_size"] == params["evaluate"]["image_size"] == 32
+    assert params["data"]["fashion_mnist"] == {
+        "path": None,
+        "train_per_class": 300,
+        "val_per_class": 100,
+        "image_size": 32,
+    }
