@@ -81,7 +81,8 @@ def recalibrate(model: nn.Module, dataset, images: int, batch_size: int) -> nn.M
 
 
 def variance_mismatch(model: nn.Module, dataset, batch_size: int, top: int) -> list[tuple[str, float]]:
-    """Per BatchNorm: log10(variance of its input on val images / its running variance), worst first."""
+    """Per BatchNorm: max over channels of |log10(variance of its input on val images / its running variance)|,
+    worst first; BatchNorms whose input is already non-finite are left out."""
     observed: dict[str, list[torch.Tensor]] = {}
     handles = []
     for name, module in model.named_modules():
@@ -105,16 +106,23 @@ def variance_mismatch(model: nn.Module, dataset, batch_size: int, top: int) -> l
         seen = values.var(dim=1).clamp_min(1e-30)
         running = modules[name].running_var.double().clamp_min(1e-30)
         log_ratio = torch.log10(seen / running)
-        worst = float(log_ratio.abs().max()) if torch.isfinite(log_ratio).all() else math.inf
-        ratios.append((name, worst))
+        if torch.isfinite(log_ratio).all():  # a stage fed NaN / inf has no variance to compare
+            ratios.append((name, float(log_ratio.abs().max())))
     return sorted(ratios, key=lambda item: -item[1])[:top]
 
 
 def lambda_scaling_degree(model: nn.Module, dataset) -> dict[str, float]:
     """log2(|f(2x)| / |f(x)|) of each lambda layer in eval mode, on its real input: 2 = quadratic, 1 = linear."""
     inputs: dict[str, torch.Tensor] = {}
+
+    def keep_input(name: str):
+        def hook(_module, args, _out) -> None:  # returns None: a forward hook's return value replaces the output
+            inputs.setdefault(name, args[0].detach())
+
+        return hook
+
     handles = [
-        module.register_forward_hook(lambda mod, args, out, name=name: inputs.setdefault(name, args[0].detach()))
+        module.register_forward_hook(keep_input(name))
         for name, module in model.named_modules()
         if isinstance(module, LambdaLayer)
     ]
