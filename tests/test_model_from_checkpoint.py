@@ -11,7 +11,6 @@ from lambda_repro.models import (
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
-    to_channels_last,
 )
 
 
@@ -72,17 +71,3 @@ def test_class_names_must_match_the_classifier(tmp_path, ten_class_checkpoint):
     save_checkpoint({"state_dict": source.state_dict(), "arch": "lambda_resnet26", "classes": ["a", "b"]}, path)
     with pytest.raises(CheckpointError, match="2 class names but its classifier has 10 outputs"):
         model_from_checkpoint(path)
-
-
-def test_channels_last_converts_a_lambda_model_with_its_5d_weights():
-    model = create_model("lambda_resnet26", num_classes=3).double()  # float64: float32 reorderings drift ~1%
-    with pytest.raises(RuntimeError, match="rank 4"):  # why to_channels_last exists
-        create_model("lambda_resnet26", num_classes=3).to(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    with torch.no_grad():
-        before = model.train()(x)
-        to_channels_last(model)
-        after = model(x.contiguous(memory_format=torch.channels_last))
-    assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert model.layer1[0].conv2.lambda_conv.weight.dim() == 5
-    torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-9)

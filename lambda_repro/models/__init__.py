@@ -12,7 +12,6 @@ from lambda_repro.models.checkpoint import (
 from lambda_repro.models.lambda_choices import benchmark_formulations, formulation_choices, pin_formulations
 from lambda_repro.models.lambda_layer import LambdaLayer
 from lambda_repro.models.lambda_resnet import LambdaResNet
-from lambda_repro.models.memory_format import to_channels_last
 
 __all__ = [
     "CheckpointError",
@@ -30,5 +29,4 @@ __all__ = [
     "register_model",
     "save_checkpoint",
     "supported_options",
-    "to_channels_last",
 ]
