@@ -98,6 +98,14 @@ def test_validate_bad_input_is_one_line_and_exit_1(capsys, checkpoint, image_tre
         assert expected in err and err.startswith("lambda-repro validate: error:")
         assert err.count("\n") == 1 and "Traceback" not in err
 
+    # A file that fails to decode inside a loader worker: its path, on one line, without the worker's traceback.
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "cat").mkdir(parents=True)
+    (corrupt / "cat" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    code, _, err = _run(capsys, "validate", checkpoint, str(corrupt), "--img-size", "32", "--workers", "1")
+    assert code == 1 and "cannot decode" in err and "broken.JPEG" in err
+    assert err.count("\n") == 1 and "Traceback" not in err and "worker process" not in err
+
 
 def test_validate_checkpoint_without_class_names_uses_sorted_folders(capsys, checkpoint, image_tree, tmp_path):
     bare = tmp_path / "published_style.pth.tar"
