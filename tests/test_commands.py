@@ -209,6 +209,9 @@ def test_benchmark_against_baseline_with_gpu_switches_forced_on_cpu(capsys, tmp_
 def test_benchmark_bad_option_names_the_option(capsys):
     code, _, err = _run(capsys, "benchmark", "resnet50", "--repeats", "0", "--in-process")
     assert code == 1 and "--repeats" in err and err.count("\n") == 1
+    if not torch.cuda.is_available():
+        code, _, err = _run(capsys, "benchmark", "resnet50", "--device", "cuda", "--in-process")
+        assert code == 1 and "torch sees no CUDA device" in err and err.count("\n") == 1
 
 
 def test_every_command_has_help(capsys):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lambda_repro.commands.devices import resolve_device
 from lambda_repro.commands.errors import CommandError
 from lambda_repro.models import list_models, options_for
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise CommandError(f"--rounds must be at least 1, got {args.rounds}")
     config = config_from_args(args)
+    resolve_device(args.device)  # no CUDA: one line here, not a traceback from the measuring process
     options = {"lambda_implementation": args.lambda_implementation} if args.lambda_implementation else {}
     models = {name: options_for(name, **options) for name in dict.fromkeys([args.model, args.baseline])}
     load_before = load_average()

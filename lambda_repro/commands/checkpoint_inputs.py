@@ -27,18 +27,6 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: %(default)s)")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CommandError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return device
-
-
 def transform_from_args(args: argparse.Namespace):
     if args.img_size < 8:
         raise CommandError(f"--img-size must be at least 8, got {args.img_size}")

@@ -16,12 +16,8 @@ from PIL import UnidentifiedImageError
 from torch import nn
 from tqdm import tqdm
 
-from lambda_repro.commands.checkpoint_inputs import (
-    add_checkpoint_options,
-    load_model,
-    resolve_device,
-    transform_from_args,
-)
+from lambda_repro.commands.checkpoint_inputs import add_checkpoint_options, load_model, transform_from_args
+from lambda_repro.commands.devices import resolve_device
 from lambda_repro.commands.errors import CommandError
 from lambda_repro.data import open_rgb
 

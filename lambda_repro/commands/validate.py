@@ -13,12 +13,8 @@ import os
 
 import numpy as np
 
-from lambda_repro.commands.checkpoint_inputs import (
-    add_checkpoint_options,
-    load_model,
-    resolve_device,
-    transform_from_args,
-)
+from lambda_repro.commands.checkpoint_inputs import add_checkpoint_options, load_model, transform_from_args
+from lambda_repro.commands.devices import resolve_device
 from lambda_repro.commands.errors import CommandError
 from lambda_repro.data import ImageFolderSplit
 from lambda_repro.data.layout import SplitListing, list_split
