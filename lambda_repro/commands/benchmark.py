@@ -96,6 +96,10 @@ def format_table(results: dict, baseline: str) -> str:
     return "\n".join(lines)
 
 
+def _load(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.1f}"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "benchmark",
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results, args.baseline))
     print(
         f"{args.rounds} interleaved rounds; {config.resolution} px, {config.precision}, {config.resolve_device()} "
-        f"({config.threads} threads); load average before {load_before}, after {load_average()}; "
+        f"({config.threads} threads); load average before {_load(load_before)}, after {_load(load_average())}; "
         "ratios are to the baseline"
     )
     if args.json:
