@@ -62,7 +62,7 @@ def test_class_mismatch_names_num_classes_and_the_arch(ten_class_checkpoint):
     message = str(info.value)
     assert "fc.weight: checkpoint (10, 2048) vs model (1000, 2048)" in message
     assert "num_classes=10" in message and "model_from_checkpoint" in message
-    assert "arch 'lambda_resnet26'" in message
+    assert "made for lambda_resnet26" in message
 
 
 def test_class_names_must_match_the_classifier(tmp_path, ten_class_checkpoint):
