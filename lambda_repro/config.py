@@ -130,7 +130,7 @@ SCHEMA: dict[str, Any] = {
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("seed", "data"),
     "train": ("seed", "model", "train", "distributed", "tracking"),
-    "evaluate": ("model", "evaluate", "tracking"),
+    "evaluate": ("model", "evaluate", "train", "distributed", "tracking"),
     "profile": ("model", "train", "profile"),
     "report": ("report", "tracking"),
 }

@@ -25,6 +25,7 @@ from lambda_repro.tracking.git_info import git_tags
 from lambda_repro.training import TrainConfig, torchrun_command
 from lambda_repro.training.outcome import EXIT_CODES, FAILED, FINISHED, OUTCOME_ENV, PREEMPTED
 from lambda_repro.training.supervise import last_exception_line, supervise
+from lambda_repro.training.launch import device_count_problem
 from pipelines._stage import ParamError, fail, stage
 
 
@@ -99,6 +100,9 @@ def run(params: dict, args) -> int:
         raise ParamError(
             f"distributed.node_rank: must be < distributed.nnodes ({node['nnodes']}), got {node['node_rank']}"
         )
+    problem = device_count_problem(node["nproc_per_node"])
+    if problem:
+        raise ParamError(problem)
     config = TrainConfig.from_params(
         params,
         world_size=node["nproc_per_node"] * node["nnodes"],

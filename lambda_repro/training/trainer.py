@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from lambda_repro.evaluation import evaluate
 from lambda_repro.models import create_model
 from lambda_repro.training import outcome
 from lambda_repro.training.determinism import EpochTaggedSampler, ResumableDistributedSampler, SeededAugmentation
+from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 from lambda_repro.training.faults import hooks_from_environment
 from lambda_repro.training.hooks import StepHooks
 from lambda_repro.training.metrics_files import write_history, write_summary
@@ -44,7 +44,6 @@ from lambda_repro.training.resume import (
 )
 from lambda_repro.training.schedule import learning_rate
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # How an epoch's pass over the training shard ended.
 COMPLETED, STOPPED, DIVERGED = "completed", "stopped", "diverged"
 
@@ -111,30 +110,6 @@ class TrainingSetup:
     channels_last: bool
     fingerprint: str
     code_digest: str
-
-
-def resolve_precision(precision: str, device: torch.device, cpu_autocast: bool = False) -> torch.dtype | None:
-    """Autocast dtype on CUDA (not run on a GPU here); on CPU, where bf16/fp16 autocast is slow, fp32
-    unless ``cpu_autocast`` (``train.cpu_autocast``) asks for the GPU's path to run on CPU."""
-    if device.type != "cuda" and not cpu_autocast:
-        if precision != "fp32":
-            warnings.warn(
-                f"train.precision={precision} applies on GPU only (train.cpu_autocast: true forces it); "
-                "training in fp32 on CPU",
-                stacklevel=2,
-            )
-        return None
-    return PRECISIONS[precision]
-
-
-def resolve_pin_memory(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: page-locked batches when copying to CUDA; forced on CPU it runs (torch warns, no pinning)."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
-
-
-def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: channels_last on CUDA (tensor cores prefer NHWC; not run here: no GPU), off on CPU."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def zero_init_residual_branches(model: nn.Module) -> None:
