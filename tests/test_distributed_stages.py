@@ -23,6 +23,7 @@ from lambda_repro.data.synthetic import SyntheticSpec
 from lambda_repro.models import create_model, read_checkpoint, save_checkpoint
 from lambda_repro.training.determinism import ResumableDistributedSampler
 from lambda_repro.training.launch import device_count_problem
+from lambda_repro.training.trainer import zero_init_residual_branches
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAIN = str(PROJECT_ROOT / "pipelines" / "train.py")
@@ -48,9 +49,9 @@ def write_params(directory: Path, manifest: Path, *, train=None, distributed=Non
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["model"]["name"] = "lambda_resnet26"
     params["data"]["manifest"] = str(manifest)
-    params["train"].update(epochs=1, image_size=32, global_batch=4, workers=0, **(train or {}))
-    params["distributed"].update(nproc_per_node=2, nnodes=1, max_restarts=0, **(distributed or {}))
-    params["evaluate"].update(image_size=32, batch_size=2, **(evaluate or {}))
+    params["train"].update({"epochs": 1, "image_size": 32, "global_batch": 4, "workers": 0, **(train or {})})
+    params["distributed"].update({"nproc_per_node": 2, "nnodes": 1, "max_restarts": 0, **(distributed or {})})
+    params["evaluate"].update({"image_size": 32, "batch_size": 2, **(evaluate or {})})
     params["tracking"].update(uri=f"sqlite:///{directory / 'mlflow.db'}", system_metrics=False)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "params.yaml"
@@ -146,9 +147,11 @@ def test_one_process_accumulating_two_steps_trains_the_weights_of_two_processes(
 
 @pytest.mark.slow
 def test_two_process_evaluation_counts_exactly_what_one_process_counts(manifest, tmp_path):
-    # A checkpoint of the dataset's classes (random weights: the counts are what is compared).
+    # A checkpoint of the dataset's classes (random weights: the counts are what is compared); blocks start
+    # as the identity, so that untrained logits stay finite and the loss sums compare too.
     torch.manual_seed(0)
     model = create_model("lambda_resnet26", num_classes=3)
+    zero_init_residual_branches(model)
     classes = json.loads(manifest.read_text())["classes"]
     checkpoint = tmp_path / "model.pt"
     save_checkpoint({"state_dict": model.state_dict(), "arch": "lambda_resnet26", "classes": classes}, checkpoint)

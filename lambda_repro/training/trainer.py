@@ -260,10 +260,9 @@ class _Window:
 
 def _sync_window(window: _Window, stop: StopRequest, context: DistributedContext) -> tuple[bool, int | None]:
     """One all-reduce of the stop flag and each step's finiteness: ``(stop agreed, first bad index or None)``."""
-    flags = torch.stack(
-        [torch.tensor(float(stop.requested), dtype=torch.float64)]
-        + [(~torch.isfinite(loss)).to(torch.float64).cpu() for loss in window.losses]
-    )
+    bad_steps = (~torch.isfinite(torch.stack(window.losses))).to(torch.float64)  # still on the device
+    stop_flag = torch.tensor([float(stop.requested)], dtype=torch.float64, device=bad_steps.device)
+    flags = torch.cat([stop_flag, bad_steps])
     summed = all_reduce_sum(flags, context)
     bad = torch.nonzero(summed[1:] > 0)
     return bool(summed[0] > 0), int(bad[0]) if len(bad) else None
