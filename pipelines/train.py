@@ -23,9 +23,9 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
 from lambda_repro.models import CheckpointError, read_checkpoint
 from lambda_repro.tracking.git_info import git_tags
 from lambda_repro.training import TrainConfig, torchrun_command
+from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.outcome import EXIT_CODES, FAILED, FINISHED, OUTCOME_ENV, PREEMPTED
 from lambda_repro.training.supervise import last_exception_line, supervise
-from lambda_repro.training.launch import device_count_problem
 from pipelines._stage import ParamError, fail, stage
 
 
