@@ -113,6 +113,18 @@ def test_nan_found_by_a_late_sync_names_its_own_step(manifest, tmp_path, monkeyp
 
 
 @pytest.mark.slow
+def test_a_stop_in_an_epochs_last_window_is_honoured_before_the_next_epoch(manifest, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMBDA_REPRO_FAULT_TERM_AT_STEP", "1")  # SIGTERM to this process at epoch 1, step 1
+    torch.set_num_threads(1)
+    result = train(tiny_config(manifest, tmp_path, sync_every=5), SINGLE)
+    assert result.status == "preempted"
+    # Seen at epoch 1's closing sync (after its last step): epoch 1 completes, epoch 2 stops before its step 0.
+    assert "at epoch 2, step 0" in result.message
+    saved = read_checkpoint(tmp_path / "last.pt")
+    assert (saved["epoch"], saved["step_in_epoch"], len(saved["history"])) == (1, 0, 1)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_cpu_autocast_trains_finite_and_fp16_scales_the_loss(manifest, tmp_path, precision):
     checkpoint = trained(manifest, tmp_path, precision=precision, cpu_autocast=True)

@@ -260,9 +260,11 @@ class _Window:
 
 def _sync_window(window: _Window, stop: StopRequest, context: DistributedContext) -> tuple[bool, int | None]:
     """One all-reduce of the stop flag and each step's finiteness: ``(stop agreed, first bad index or None)``."""
-    bad_steps = (~torch.isfinite(torch.stack(window.losses))).to(torch.float64)  # still on the device
-    stop_flag = torch.tensor([float(stop.requested)], dtype=torch.float64, device=bad_steps.device)
-    flags = torch.cat([stop_flag, bad_steps])
+    stop_flag = torch.tensor([float(stop.requested)], dtype=torch.float64, device=context.device)
+    if window.losses:
+        bad_steps = (~torch.isfinite(torch.stack(window.losses))).to(torch.float64)  # still on the device
+        stop_flag = torch.cat([stop_flag, bad_steps.to(stop_flag.device)])
+    flags = stop_flag
     summed = all_reduce_sum(flags, context)
     bad = torch.nonzero(summed[1:] > 0)
     return bool(summed[0] > 0), int(bad[0]) if len(bad) else None
@@ -324,7 +326,8 @@ def train_one_epoch(
             if _agreed(stop.requested, context):
                 status = STOPPED
                 break
-        elif window.steps and (at_end or len(window.steps) == config.sync_every):
+        elif not every_step and (step_in_epoch == first_step or at_end or len(window.steps) == config.sync_every):
+            # Also before a pass's first step: a stop that came during the last epoch's final window.
             stopped, bad = _sync_window(window, stop, context)
             if bad is not None:
                 bad_step, bad_lr = window.steps[bad]
@@ -332,7 +335,8 @@ def train_one_epoch(
                 status = DIVERGED
                 message = _diverged_message(epoch, bad_step, epoch * run.steps_per_epoch + bad_step, bad_lr, loss_value)
                 break
-            bar.set_postfix(loss=f"{window.losses[-1].item() / micro_steps:.3f}", lr=f"{window.steps[-1][1]:.3g}")
+            if window.steps:
+                bar.set_postfix(loss=f"{window.losses[-1].item() / micro_steps:.3f}", lr=f"{window.steps[-1][1]:.3g}")
             window = _Window([], [])
             if stopped and not at_end:
                 status = STOPPED
