@@ -33,12 +33,14 @@ from lambda_repro.param_types import (
     schema_of,
     text,
 )
+from lambda_repro.training.formulations import MEASURED
 from lambda_repro.training.recipe import TrainConfig
 
 
 def _lambda_implementations() -> tuple:
-    # Read at check time: implementations are added to lambda_layer over time (``auto`` is one of them).
-    return tuple(lambda_layer.IMPLEMENTATIONS)
+    # Read at check time: implementations are added to lambda_layer over time (``auto`` is one of them);
+    # ``measured`` is the training stage's: rank 0 times them once and every rank pins its choice.
+    return (*lambda_layer.IMPLEMENTATIONS, MEASURED)
 
 
 SCHEMA: dict[str, Any] = {

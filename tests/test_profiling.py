@@ -171,6 +171,9 @@ def test_benchmark_model_records_counts_timings_and_memory():
     layers = [m for m in model.modules() if isinstance(m, LambdaLayer)]
     assert sum(result["lambda_formulations"].values()) == len(layers)
     assert set(result["lambda_formulations"]) <= {"dense", "spectral", "reference"}  # "auto" resolved per map size
+    choices = result["lambda_formulation_choices"]  # per layer, the same forward's choices
+    assert list(choices) == [name for name, m in model.named_modules() if isinstance(m, LambdaLayer)]
+    assert {f: list(choices.values()).count(f) for f in set(choices.values())} == result["lambda_formulations"]
     assert sorted(result["train"]) == ["bs2"] and sorted(result["inference"]) == ["bs1", "bs2"]
     assert result["train"]["bs2"]["n"] == 2 and result["latency_ms"]["n"] == 3
     assert 0 < result["train"]["bs2"]["min"] <= result["train"]["bs2"]["median"] <= result["train"]["bs2"]["max"]

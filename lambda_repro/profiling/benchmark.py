@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lambda_repro.config import check_given_values  # the one description of the profile knobs
-from lambda_repro.models import LambdaLayer, create_model
+from lambda_repro.models import LambdaLayer, create_model, formulation_choices
 from lambda_repro.models.lambda_position import choose_formulation
 from lambda_repro.profiling.counting import count_macs, count_params
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
@@ -185,6 +185,8 @@ class ModelBench:
         self.model.eval()
         reset_peak(device)
         self.result["lambda_formulations"] = lambda_formulations_run(self.model, self._batch(1))
+        # Per layer, what that forward ran: the record a training run's choices are compared with.
+        self.result["lambda_formulation_choices"] = formulation_choices(self.model)
         self._kind: str | None = None  # "inference" or "train": the phase kind running now
         self._steps: dict[str, object] = {}
         self._failed: set[str] = set()

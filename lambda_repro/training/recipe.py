@@ -11,6 +11,7 @@ from typing import Any
 from lambda_repro.models import options_for
 from lambda_repro.param_types import boolean, choice, integer, number, section_of, setting
 from lambda_repro.param_types import path as path_param
+from lambda_repro.training.formulations import MEASURED
 from lambda_repro.training.optim import OPTIMIZERS
 
 # The code that decides the trained weights: a change in it makes an old checkpoint stale.
@@ -80,9 +81,15 @@ class TrainConfig:
         integer(minimum=1), 1, "steps between host syncs of loss, counts, stop flag and NaN check (1: every step)"
     )
     checkpoint: str = setting(path_param(), "checkpoints/last.pt", "the resumable checkpoint (kept across runs)")
+    bn_recalibration_images: int = setting(
+        integer(minimum=0),
+        0,
+        "after the last epoch, recompute BN statistics on this many train images, eval preprocessing (0 = off)",
+    )
     # Set by the stage from other sections (seed, model, distributed, evaluate, tracking) and its arguments.
     seed: int = 0
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # passed to create_model (lambda_implementation)
+    measure_formulations: bool = False  # model.lambda_implementation: measured (rank 0 times them at setup)
     eval_batch_size: int = 64
     backend: str = "auto"
     metrics_dir: str = "metrics"
@@ -100,6 +107,7 @@ class TrainConfig:
         return cls(
             model=params["model"]["name"],
             model_kwargs=model_options(params["model"]),
+            measure_formulations=params["model"]["lambda_implementation"] == MEASURED,
             manifest=params["data"]["manifest"],
             world_size=world_size,
             seed=params["seed"],
@@ -137,8 +145,12 @@ class TrainConfig:
 
 
 def model_options(model: dict[str, Any]) -> dict[str, Any]:
-    """``create_model`` keyword arguments of the ``model`` section: those the named model takes (the registry says)."""
-    return options_for(model["name"], lambda_implementation=model["lambda_implementation"])
+    """``create_model`` keyword arguments of the ``model`` section: those the named model takes (the registry says).
+
+    ``measured`` builds ``auto`` layers; the training stage then measures and pins them.
+    """
+    implementation = model["lambda_implementation"]
+    return options_for(model["name"], lambda_implementation="auto" if implementation == MEASURED else implementation)
 
 
 def source_digest() -> str:

@@ -38,6 +38,7 @@ class ResumePoint:
     run_id: str | None = None
     wall_s: float = 0.0
     finished: bool = False
+    lambda_formulations: dict[str, str] | None = None  # {layer: formulation} the run trained with
 
 
 def build_checkpoint(
@@ -66,6 +67,7 @@ def build_checkpoint(
         "finished": point.finished,
         "fingerprint": fingerprint,
         "code_digest": code_digest,
+        "lambda_formulations": point.lambda_formulations,
     }
     if scaler is not None and scaler.is_enabled():
         checkpoint["scaler"] = scaler.state_dict()
@@ -121,6 +123,7 @@ def resume_from(
         run_id=checkpoint.get("mlflow_run_id"),
         wall_s=float(checkpoint.get("train_wall_s", 0.0)),
         finished=bool(checkpoint.get("finished", False)),
+        lambda_formulations=checkpoint.get("lambda_formulations"),
     )
 
 

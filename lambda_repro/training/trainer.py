@@ -25,11 +25,13 @@ from tqdm import tqdm
 from lambda_repro.data import build_dataset, eval_transform, load_manifest, train_transform
 from lambda_repro.distributed import DistributedContext, all_reduce_sum, broadcast_buffers
 from lambda_repro.evaluation import evaluate
-from lambda_repro.models import create_model
+from lambda_repro.models import create_model, formulation_choices
 from lambda_repro.training import outcome
+from lambda_repro.training.bn_recalibration import recalibrate_after_training
 from lambda_repro.training.determinism import EpochTaggedSampler, ResumableDistributedSampler, SeededAugmentation
 from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 from lambda_repro.training.faults import hooks_from_environment
+from lambda_repro.training.formulations import agree_on_formulations, formulation_params
 from lambda_repro.training.hooks import StepHooks
 from lambda_repro.training.metrics_files import write_history, write_summary
 from lambda_repro.training.optim import create_optimizer
@@ -212,6 +214,7 @@ def save_resume_point(run: TrainingSetup, config: TrainConfig, context: Distribu
     """Rank 0 writes the checkpoint of ``point`` (atomically)."""
     if not context.is_main:
         return
+    point = replace(point, lambda_formulations=formulation_choices(run.model) or point.lambda_formulations)
     checkpoint = build_checkpoint(
         model=run.model,
         optimizer=run.optimizer,
@@ -414,6 +417,8 @@ def end_of_epoch(
     """Validate, append the epoch to the history, checkpoint and log; returns the point after ``epoch``."""
     # BatchNorm statistics drift apart on each rank's last batch; score with rank 0's (the saved ones).
     broadcast_buffers(run.model, context)
+    if epoch + 1 == config.epochs:
+        recalibrate_after_training(run.model, config, context)  # before the final validation and checkpoint
     val = evaluate(
         run.model,
         run.val_set,
@@ -526,6 +531,7 @@ def log_derived_params(run: TrainingSetup, config: TrainConfig, context: Distrib
             "derived.channels_last": run.channels_last,
             "derived.autocast": str(run.autocast_dtype),
             "derived.device": str(run.device),
+            **formulation_params(run.model),
         }
     )
 
@@ -555,6 +561,14 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
             write_history(Path(config.metrics_dir) / "train_history.csv", point.history)
             write_summary(Path(config.metrics_dir) / "train.json", run_summary(point, config, context.world_size))
         return TrainResult(outcome.FINISHED, "already trained", run_summary(point, config, context.world_size))
+    # A resumed run repeats the recorded formulations; ``measured``: rank 0 times them, every rank pins its choice.
+    agree_on_formulations(
+        run.model,
+        context,
+        recorded=point.lambda_formulations,
+        measure=config.measure_formulations,
+        batch_shape=(run.batch, 3, config.image_size, config.image_size),
+    )
     if point.epoch == 0 and point.step_in_epoch == 0:
         # A checkpoint from the very start records the MLflow run, so even a crash in the
         # first epoch resumes into the same run.
@@ -581,4 +595,6 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
             if result.status == STOPPED:
                 return stop_mid_epoch(run, config, context, point, epoch, result, stop.signal_name, tracker)
             point = end_of_epoch(run, config, context, point, epoch, result, tracker)
+    if tracker is not None:
+        tracker.log_params(formulation_params(run.model))  # what the "auto" layers ran, now that they ran
     return finish(point, config, context, tracker)

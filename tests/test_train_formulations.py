@@ -1,0 +1,95 @@
+"""Lambda formulations during training: recorded in the checkpoint and MLflow, pinned on resume, measured once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lambda_repro.distributed import DistributedContext
+from lambda_repro.models import LambdaLayer, read_checkpoint
+from lambda_repro.models.lambda_formulations.chooser import FORMULATIONS
+from lambda_repro.training import train
+from lambda_repro.training.formulations import agree_on_formulations, formulation_params
+from tests.test_train_resume import SINGLE, manifest, tiny_config  # noqa: F401 (manifest: a fixture)
+
+CPU = torch.device("cpu")
+
+
+def two_layers() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(LambdaLayer(16), LambdaLayer(16, stride=2))
+
+
+def test_recorded_choices_win_over_measurement_and_are_pinned():
+    model = two_layers()
+    choices = agree_on_formulations(
+        model, SINGLE, recorded={"0": "reference", "1": "spectral"}, measure=True, batch_shape=(2, 16, 8, 8)
+    )
+    assert choices == {"0": "reference", "1": "spectral"}
+    assert [m.implementation for m in model] == ["reference", "spectral"]
+    assert formulation_params(model) == {"derived.lambda_formulations": "0=reference,1=spectral"}
+
+
+def test_without_record_or_measurement_nothing_is_pinned():
+    model = two_layers()
+    assert agree_on_formulations(model, SINGLE, recorded=None, measure=False, batch_shape=(2, 16, 8, 8)) == {}
+    assert [m.implementation for m in model] == ["auto", "auto"]
+    assert formulation_params(model) == {}  # auto layers that never ran have no choice yet
+
+
+def test_measurement_leaves_batchnorm_statistics_and_random_state_alone():
+    model = two_layers()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    choices = agree_on_formulations(model, SINGLE, recorded=None, measure=True, batch_shape=(2, 16, 8, 8))
+    assert set(choices) == {"0", "1"} and set(choices.values()) <= set(FORMULATIONS)
+    assert [m.implementation for m in model] == [choices["0"], choices["1"]]
+    assert torch.equal(torch.get_rng_state(), rng)
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
+def _measure_on_rank(rank: int, world_size: int, init_file: str, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        context = DistributedContext(rank, rank, world_size, CPU, "gloo")
+        model = two_layers()
+        if rank == 1:
+            model[0].implementation = model[1].implementation = "reference"  # overruled by rank 0's choice
+        agree_on_formulations(model, context, recorded=None, measure=True, batch_shape=(2, 16, 8, 8))
+        results[rank] = [m.implementation for m in model]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_measured_choice_is_rank_zeros_on_every_rank(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_measure_on_rank, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+        results = dict(results)
+    assert results[0] == results[1]
+    assert set(results[0]) <= set(FORMULATIONS)  # concrete formulations, nothing left "auto"
+
+
+@pytest.mark.slow
+def test_resume_pins_the_checkpoints_choices(manifest, tmp_path, monkeypatch):  # noqa: F811
+    config = tiny_config(manifest, tmp_path)
+    monkeypatch.setenv("LAMBDA_REPRO_FAULT_TERM_AT_STEP", "3")  # epoch 2, step 1
+    assert train(config, SINGLE).status == "preempted"
+    saved = read_checkpoint(config.checkpoint)
+    assert saved["lambda_formulations"] and set(saved["lambda_formulations"].values()) == {
+        "dense"
+    }  # the rule, <= 20x20
+    # A run that had measured "reference" everywhere: its resumed part must run it too.
+    saved["lambda_formulations"] = dict.fromkeys(saved["lambda_formulations"], "reference")
+    torch.save(saved, config.checkpoint)
+    monkeypatch.delenv("LAMBDA_REPRO_FAULT_TERM_AT_STEP")
+    assert train(config, SINGLE).status == "finished"
+    finished = read_checkpoint(config.checkpoint)
+    assert set(finished["lambda_formulations"].values()) == {"reference"}
+    assert finished["lambda_formulations"].keys() == saved["lambda_formulations"].keys()
