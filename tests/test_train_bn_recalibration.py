@@ -53,4 +53,8 @@ def test_recalibration_sets_the_statistics_a_hand_recalibration_gives_and_leaves
     scores = evaluate(trained_model(recalibrated, len(classes)), val, batch_size=8, device=CPU, progress=False)
     assert math.isfinite(scores["loss"])
     assert recalibrated["history"][-1]["val_top1"] == scores["top1"]
-    assert recalibrated["history"][0] == pytest.approx(plain["history"][0])  # earlier epochs untouched
+
+    def untimed(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in ("img_per_s", "epoch_s")}
+
+    assert untimed(recalibrated["history"][0]) == untimed(plain["history"][0])  # epoch 1 untouched

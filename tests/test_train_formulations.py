@@ -93,3 +93,19 @@ def test_resume_pins_the_checkpoints_choices(manifest, tmp_path, monkeypatch):  
     finished = read_checkpoint(config.checkpoint)
     assert set(finished["lambda_formulations"].values()) == {"reference"}
     assert finished["lambda_formulations"].keys() == saved["lambda_formulations"].keys()
+
+
+def test_measured_is_a_model_setting_that_builds_auto_layers_and_asks_the_trainer_to_measure():
+    import yaml
+
+    from lambda_repro.config import validate_params
+    from lambda_repro.training import TrainConfig
+    from lambda_repro.training.recipe import model_options
+
+    shipped = yaml.safe_load(open("params.yaml", encoding="utf-8"))
+    params = {**shipped, "model": {**shipped["model"], "lambda_implementation": "measured"}}
+    validate_params(params, "all", check_paths=False)
+    config = TrainConfig.from_params(params, world_size=2)
+    assert config.measure_formulations and config.model_kwargs == {"lambda_implementation": "auto"}
+    assert model_options(params["model"]) == {"lambda_implementation": "auto"}  # what evaluate / profile build
+    assert not TrainConfig.from_params(shipped, world_size=2).measure_formulations
