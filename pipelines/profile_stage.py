@@ -1,6 +1,6 @@
 """DVC stage `profile`: counts, throughput, latency and memory of the model and its ResNet-50 baseline.
 
-Not named `profile.py`: every `python pipelines/<stage>.py` has pipelines/ on sys.path, where
+Not named `profile.py`: every `python3 pipelines/<stage>.py` has pipelines/ on sys.path, where
 such a file would shadow the standard library's `profile` module (cProfile, imported by torch,
 imports it) and break every stage.
 
@@ -23,6 +23,9 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
+
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
 from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
