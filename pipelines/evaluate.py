@@ -3,13 +3,13 @@
 Reads the `model`, `evaluate` and `tracking` sections (and `data.manifest`). The checkpoint is
 `evaluate.checkpoint`: the trained one by default, or any other file, the published one
 included. Preprocessing: resize the short side to round(image_size * 256 / 224), center crop
-image_size (256 / 224 at the published resolution). Writes `eval.json` into `--metrics-dir`
+image_size (256 / 224 at the published resolution). Writes `eval.json` (top-1, top-5, loss) and
+`eval_info.json` (what was scored, on which images, how) into `--metrics-dir`
 and logs into the pipeline's MLflow run (the one its `mlflow_run.json` names, else a new run).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -24,12 +24,14 @@ import torch
 
 from lambda_repro.data import build_dataset, eval_resize_size, eval_transform, load_manifest
 from lambda_repro.evaluation import evaluate, model_for_checkpoint
+from lambda_repro.metrics_files import info_path, write_metrics
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
 
 METRICS_NAME = "eval.json"
+METRIC_KEYS = ("top1", "top5", "loss")  # eval.json; the rest (what was scored, how) goes to eval_info.json
 
 
 def score(params: dict) -> dict:
@@ -79,13 +81,15 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
         tracker.log_metrics({k: v for k, v in scores.items() if v is not None})
         tracker.log_params({"evaluate.checkpoint_used": metrics["checkpoint"]})
         tracker.log_artifact(metrics_dir / METRICS_NAME, "metrics")
+        tracker.log_artifact(info_path(metrics_dir / METRICS_NAME), "metrics")
 
 
 def run(params: dict, args) -> int:
     metrics = score(params)
     metrics_dir = Path(args.metrics_dir)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    numbers = {key: metrics[key] for key in METRIC_KEYS}
+    write_metrics(metrics_dir / METRICS_NAME, numbers, info={k: v for k, v in metrics.items() if k not in numbers})
     print(
         f"evaluate: {metrics['model']} from {metrics['checkpoint']} on "
         f"{metrics['images']} {metrics['dataset']} val images "

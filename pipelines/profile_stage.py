@@ -6,16 +6,15 @@ imports it) and break every stage.
 
 Reads the `model` and `profile` sections of params.yaml (and `train.optimizer`, the training
 step's optimizer). Each model is measured in its own spawned process (see
-`lambda_repro.profiling.benchmark`). Writes `profile.json` (per model; `settings` says how it
-was measured) and `profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into
-`--metrics-dir`, and logs the flat metrics into the pipeline's MLflow run when its
-`mlflow_run.json` names one.
+`lambda_repro.profiling.benchmark`). Writes `profile.json` (the model's headline numbers: DVC
+metrics), `profile_info.json` (every figure per model; `settings` says how it was measured) and
+`profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into `--metrics-dir`,
+and logs the flat metrics into the pipeline's MLflow run when its `mlflow_run.json` names one.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from dataclasses import replace
@@ -27,11 +26,13 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
 
     use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
+from lambda_repro.metrics_files import info_path, write_metrics
 from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
     BenchmarkConfig,
     benchmark_models,
     flat_profile_metrics,
+    profile_summary,
     settings,
     timeline_rows,
 )
@@ -67,8 +68,8 @@ def run(params: dict, args) -> int:
     for entry in results.values():
         entry.pop("gpu_timeline", None)
     profile = {"settings": {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}, **results}
-    profile_path.parent.mkdir(parents=True, exist_ok=True)
-    profile_path.write_text(json.dumps(profile, indent=2) + "\n")
+    # The model's headline numbers are the DVC metrics; every figure and setting is in the info file.
+    write_metrics(profile_path, profile_summary(results[model["name"]]), info=profile)
     with timeline_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TIMELINE_COLUMNS)
         writer.writeheader()
@@ -86,7 +87,7 @@ def run(params: dict, args) -> int:
             f"peak {entry['memory_kind']} {entry['peak_memory_mb']['train']:,.0f} MB"
         )
     print(
-        f"profile: wrote {profile_path} and {timeline_path} in {wall_s:.0f} s "
+        f"profile: wrote {profile_path}, {info_path(profile_path)} and {timeline_path} in {wall_s:.0f} s "
         f"({config.threads} CPU threads; load average before {load_before})"
     )
 

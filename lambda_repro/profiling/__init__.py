@@ -2,7 +2,12 @@
 
 from lambda_repro.profiling.benchmark import BenchmarkConfig, benchmark_model, benchmark_models, settings
 from lambda_repro.profiling.counting import count_macs, count_params, reference_formulation
-from lambda_repro.profiling.profile_metrics import TIMELINE_COLUMNS, flat_profile_metrics, timeline_rows
+from lambda_repro.profiling.profile_metrics import (
+    TIMELINE_COLUMNS,
+    flat_profile_metrics,
+    profile_summary,
+    timeline_rows,
+)
 
 __all__ = [
     "TIMELINE_COLUMNS",
@@ -12,6 +17,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "flat_profile_metrics",
+    "profile_summary",
     "reference_formulation",
     "settings",
     "timeline_rows",

@@ -35,6 +35,29 @@ def flat_profile_metrics(results: dict[str, dict], prefix: str = "profile") -> d
     return flat
 
 
+def profile_summary(entry: dict) -> dict[str, float | None]:
+    """The profiled model's few headline figures for ``metrics/profile.json`` (DVC metrics).
+
+    Training throughput at the first training batch size, inference at the largest one, batch-1
+    latency p50, the training peak memory, and the counts at 224; the rest (spreads, other
+    batches, the baseline, settings) is in ``profile_info.json``.
+    """
+
+    def median(phase: str, which: int) -> float | None:
+        batches = list(entry.get(phase, {}).values())
+        stats = batches[which] if batches else {}
+        return round(stats["median"], 3) if "median" in stats else None  # None: e.g. out of memory
+
+    return {
+        "params_m": round(entry["params"] / 1e6, 3) if entry.get("params") is not None else None,
+        "gmacs": round(entry["macs"] / 1e9, 3) if entry.get("macs") is not None else None,
+        "train_img_s": median("train", 0),
+        "infer_img_s": median("inference", -1),
+        "latency_ms": round(entry["latency_ms"]["p50"], 2) if "p50" in entry.get("latency_ms", {}) else None,
+        "peak_mb": round(entry["peak_memory_mb"]["train"]) if "train" in entry.get("peak_memory_mb", {}) else None,
+    }
+
+
 def timeline_rows(results: dict[str, dict]) -> list[dict]:
     """The GPU samples of every model on one time axis: each model's samples follow the previous model's."""
     rows: list[dict] = []
