@@ -77,9 +77,9 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
         run_id=run_id,
     )
     with tracker:
-        scores = {"eval_top1": metrics["top1"], "eval_top5": metrics["top5"], "eval_loss": metrics["loss"]}
-        tracker.log_metrics({k: v for k, v in scores.items() if v is not None})
-        tracker.log_params({"evaluate.checkpoint_used": metrics["checkpoint"]})
+        # Params, not metrics: MLflow draws every metric as a chart, and one value would push the curves down.
+        scores = {f"eval.{key}": metrics[key] for key in (*METRIC_KEYS, "images")}
+        tracker.log_params({**scores, "evaluate.checkpoint_used": metrics["checkpoint"]})
         tracker.log_artifact(metrics_dir / METRICS_NAME, "metrics")
         tracker.log_artifact(info_path(metrics_dir / METRICS_NAME), "metrics")
 

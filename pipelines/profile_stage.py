@@ -9,7 +9,8 @@ step's optimizer). Each model is measured in its own spawned process (see
 `lambda_repro.profiling.benchmark`). Writes `profile.json` (the model's headline numbers: DVC
 metrics), `profile_info.json` (every figure per model; `settings` says how it was measured) and
 `profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into `--metrics-dir`,
-and logs the flat metrics into the pipeline's MLflow run when its `mlflow_run.json` names one.
+and logs each model's headline figures (params `profile.<model>.<figure>`) and the files into the
+pipeline's MLflow run when its `mlflow_run.json` names one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
     BenchmarkConfig,
     benchmark_models,
-    flat_profile_metrics,
+    profile_params,
     profile_summary,
     settings,
     timeline_rows,
@@ -96,7 +97,10 @@ def run(params: dict, args) -> int:
     if ref is None:
         print(f"profile: {pointer} names no MLflow run; metrics only in {profile_path}")
         return 0
-    problem = log_to_run(ref, flat_profile_metrics(results), buffer_dir=metrics_dir / "mlflow_buffer")
+    artifacts = [(path, "metrics") for path in (profile_path, info_path(profile_path), timeline_path)]
+    problem = log_to_run(
+        ref, params=profile_params(results), artifacts=artifacts, buffer_dir=metrics_dir / "mlflow_buffer"
+    )
     print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {ref.run_id}")
     return 0
 

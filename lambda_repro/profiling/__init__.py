@@ -5,6 +5,7 @@ from lambda_repro.profiling.counting import count_macs, count_params, reference_
 from lambda_repro.profiling.profile_metrics import (
     TIMELINE_COLUMNS,
     flat_profile_metrics,
+    profile_params,
     profile_summary,
     timeline_rows,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "flat_profile_metrics",
+    "profile_params",
     "profile_summary",
     "reference_formulation",
     "settings",

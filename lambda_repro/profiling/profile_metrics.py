@@ -58,6 +58,20 @@ def profile_summary(entry: dict) -> dict[str, float | None]:
     }
 
 
+def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[str, float | None]:
+    """``{"profile.<model>.<figure>": value}``: each model's :func:`profile_summary`, as MLflow params.
+
+    Params, not metrics: one value per run is a summary, and MLflow draws every metric as a chart,
+    which would push the learning curves down.
+    """
+    return {
+        f"{prefix}.{model}.{key}": value
+        for model, entry in results.items()
+        for key, value in profile_summary(entry).items()
+        if value is not None
+    }
+
+
 def timeline_rows(results: dict[str, dict]) -> list[dict]:
     """The GPU samples of every model on one time axis: each model's samples follow the previous model's."""
     rows: list[dict] = []

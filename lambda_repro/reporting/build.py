@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lambda_repro.profiling.profile_metrics import flat_profile_metrics
+from lambda_repro.profiling.profile_metrics import profile_params
 from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS, PUBLISHED_TOP1, PUBLISHED_TOP5
 from lambda_repro.reporting import figures
 from lambda_repro.reporting.comparison import (
@@ -131,12 +131,12 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
     html_path.write_text(render_html(TITLE, blocks))
 
     if config.log_to_mlflow and run is not None and runs is not None:
-        metrics = {}
-        logged = any(c.startswith("metrics.profile/") for c in runs.columns)
+        params = {}
+        logged = any(c.startswith("params.profile.") for c in runs.columns)
         if inputs.profile and not logged:  # the profile stage could not log (e.g. it ran before this run existed)
-            metrics = flat_profile_metrics({m: inputs.profile[m] for m in profiled_models(inputs.profile)})
+            params = profile_params({m: inputs.profile[m] for m in profiled_models(inputs.profile)})
         artifacts = [(markdown_path, "report"), (html_path, "report")] + [(p, "report/figures") for p in drawn]
-        problem = log_to_run(run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer")
+        problem = log_to_run(run, None, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer", params=params)
         notes.append(f"MLflow: {problem}" if problem else f"report logged to MLflow run {run.run_id}")
     return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes)
 
