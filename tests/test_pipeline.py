@@ -108,6 +108,23 @@ def test_mlflow_run_holds_params_metrics_system_metrics_and_commit(project):
     assert run_.data.tags["mlflow.source.git.commit"] == commit
     logged = [a.path for a in client.list_artifacts(run_.info.run_id, "checkpoints")]
     assert logged == ["checkpoints/last.pt"]
+    assert run_.info.run_name == "lambda_resnet26 synthetic 1ep seed0"
+    assert (run_.data.tags["model"], run_.data.tags["dataset"], run_.data.tags["seed"]) == (
+        "lambda_resnet26",
+        "synthetic",
+        "0",
+    )
+    metrics_files = {a.path for a in client.list_artifacts(run_.info.run_id, "metrics")}
+    assert {
+        f"metrics/{n}" for n in ("train.json", "train_info.json", "train_history.csv", "eval.json")
+    } <= metrics_files
+    import mlflow.pytorch
+    import torch
+
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pytorch.load_model(f"runs:/{run_.info.run_id}/model")
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 2)  # the two classes of the tiny dataset
 
 
 @pytest.mark.slow
@@ -133,3 +150,52 @@ def test_a_profile_param_does_not_rerun_training(project):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(run([f"{ENV_BIN}/dvc", "status", "--json", "--with-deps", "evaluate"], repo, env).stdout)
     assert status == {}  # prepare, train and evaluate stay up to date
+
+
+def md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_an_experiment_compares_against_the_committed_baseline_and_both_checkpoints_stay(project):
+    """Last in this file: it commits the baseline and runs an experiment in the shared project."""
+    repo, env = project
+    dvc = f"{ENV_BIN}/dvc"
+    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([dvc, "repro", "evaluate"], repo, env)  # the params of the first run: nothing reruns
+    run(["git", "add", "-A"], repo, env)  # dvc.lock and the small metrics files; the checkpoint is in DVC's cache
+    run(["git", "commit", "-qm", "baseline"], repo, env)
+    baseline_rev = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    checkpoint = repo / "checkpoints/last.pt"
+    baseline_weights = md5(checkpoint)
+
+    run([dvc, "exp", "run", "-S", "train.base_lr=0.4", "evaluate"], repo, env)
+    experiment = run([dvc, "exp", "ls", "--name-only"], repo, env).stdout.split()[-1]
+    experiment_weights = md5(checkpoint)
+    assert experiment_weights != baseline_weights
+
+    diff = json.loads(run([dvc, "metrics", "diff", "--json"], repo, env).stdout)
+    top1 = diff["metrics/eval.json"]["top1"]
+    assert isinstance(top1["old"], float) and isinstance(top1["new"], float)  # the committed baseline's number
+    params_diff = json.loads(run([dvc, "params", "diff", "--json"], repo, env).stdout)
+    assert params_diff["params.yaml"]["train.base_lr"] == {"old": 0.2, "new": 0.4}
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("lambda-repro").experiment_id], order_by=["start_time DESC"]
+    )
+    newest = runs[0]
+    assert newest.info.run_name == f"{experiment}: lambda_resnet26 synthetic 1ep seed0"
+    assert newest.data.tags["dvc.exp_name"] == experiment and newest.data.tags["dvc.baseline_rev"] == baseline_rev
+
+    # Back to the baseline: its weights come from DVC's cache; the experiment's come back with exp apply.
+    run(["git", "checkout", "--", "."], repo, env)
+    run([dvc, "checkout", "--force"], repo, env)
+    assert md5(checkpoint) == baseline_weights
+    run([dvc, "exp", "apply", experiment], repo, env)
+    assert md5(checkpoint) == experiment_weights
