@@ -71,8 +71,6 @@ def test_profile_summary_is_the_models_headline_figures():
         "peak_memory_mb": {"train": 2068.4, "inference": 900.0},
     }
     assert profile_summary(entry) == {
-        "params_m": 14.996,
-        "gmacs": 6.576,
         "train_img_s": 3.142,  # the first training batch
         "infer_img_s": 11.9,  # the largest inference batch
         "latency_ms": 97.46,
@@ -80,3 +78,16 @@ def test_profile_summary_is_the_models_headline_figures():
     }
     entry["train"] = {"bs64": {"error": "out of memory"}}
     assert profile_summary(entry)["train_img_s"] is None
+
+
+def test_profile_params_add_the_counts_for_mlflow():
+    from lambda_repro.profiling import profile_params
+
+    stats = {"median": 2.0}
+    entry = {"params": 25_557_032, "macs": 4_089_184_256, "train": {"bs8": stats}, "inference": {"bs8": stats}}
+    assert profile_params({"resnet50": entry}) == {
+        "profile.resnet50.params_m": 25.557,
+        "profile.resnet50.gmacs": 4.089,
+        "profile.resnet50.train_img_s": 2.0,
+        "profile.resnet50.infer_img_s": 2.0,
+    }

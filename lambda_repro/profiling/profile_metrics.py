@@ -39,8 +39,8 @@ def profile_summary(entry: dict) -> dict[str, float | None]:
     """The profiled model's few headline figures for ``metrics/profile.json`` (DVC metrics).
 
     Training throughput at the first training batch size, inference at the largest one, batch-1
-    latency p50, the training peak memory, and the counts at 224; the rest (spreads, other
-    batches, the baseline, settings) is in ``profile_info.json``.
+    latency p50 and the training peak memory; the rest (counts, spreads, other batches, the
+    baseline, settings) is in ``profile_info.json``. Four, so that ``dvc metrics show`` stays narrow.
     """
 
     def median(phase: str, which: int) -> float | None:
@@ -49,8 +49,6 @@ def profile_summary(entry: dict) -> dict[str, float | None]:
         return round(stats["median"], 3) if "median" in stats else None  # None: e.g. out of memory
 
     return {
-        "params_m": round(entry["params"] / 1e6, 3) if entry.get("params") is not None else None,
-        "gmacs": round(entry["macs"] / 1e9, 3) if entry.get("macs") is not None else None,
         "train_img_s": median("train", 0),
         "infer_img_s": median("inference", -1),
         "latency_ms": round(entry["latency_ms"]["p50"], 2) if "p50" in entry.get("latency_ms", {}) else None,
@@ -59,17 +57,21 @@ def profile_summary(entry: dict) -> dict[str, float | None]:
 
 
 def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[str, float | None]:
-    """``{"profile.<model>.<figure>": value}``: each model's :func:`profile_summary`, as MLflow params.
+    """``{"profile.<model>.<figure>": value}``: each model's counts and :func:`profile_summary`, as MLflow params.
 
     Params, not metrics: one value per run is a summary, and MLflow draws every metric as a chart,
     which would push the learning curves down.
     """
-    return {
-        f"{prefix}.{model}.{key}": value
-        for model, entry in results.items()
-        for key, value in profile_summary(entry).items()
-        if value is not None
-    }
+    params: dict[str, float | None] = {}
+    for model, entry in results.items():
+        counts = {
+            "params_m": round(entry["params"] / 1e6, 3) if entry.get("params") is not None else None,
+            "gmacs": round(entry["macs"] / 1e9, 3) if entry.get("macs") is not None else None,
+        }
+        for key, value in {**counts, **profile_summary(entry)}.items():
+            if value is not None:
+                params[f"{prefix}.{model}.{key}"] = value
+    return params
 
 
 def timeline_rows(results: dict[str, dict]) -> list[dict]:
