@@ -56,6 +56,13 @@ SCHEMA: dict[str, Any] = {
         "verify": choice(lambda: ("full", "header", "none")),
         "verify_workers": integer(minimum=1, nullable=True),
         "expect_full_imagenet": boolean(),
+        "source": choice(lambda: ("synthetic", "fashion_mnist")),
+        "fashion_mnist": {
+            "path": path(nullable=True),
+            "train_per_class": integer(minimum=1, maximum=6000),
+            "val_per_class": integer(minimum=1, maximum=1000),
+            "image_size": integer(minimum=8),
+        },
         "synthetic": {
             "classes": integer(minimum=2),
             "train_per_class": integer(minimum=1),
@@ -95,6 +102,13 @@ SCHEMA: dict[str, Any] = {
         "max_seconds": nullable_number(gt=0),
         "threads": integer(minimum=1, nullable=True),
         "gpu_sample_interval_s": number(gt=0),
+        "max_ratio_ci_width": number(gt=0),
+        "layer_batch": integer(minimum=1),
+        "layer_repeats": integer(minimum=0),
+        "scaling_sides": int_list(minimum=8),
+        "scaling_resolutions": int_list(minimum=64),
+        "scaling_repeats": integer(minimum=0),
+        "loader_images": integer(minimum=0),
     },
     "report": {
         "output_dir": path(),

@@ -13,8 +13,6 @@ resume); 1 bad params, a NaN / inf loss, or a crash torchrun could not recover f
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,13 +25,15 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
 
 from lambda_repro.data import load_manifest
 from lambda_repro.evaluation import model_for_checkpoint
+from lambda_repro.models import CheckpointError, read_checkpoint
 from lambda_repro.tracking.git_info import git_tags
 from lambda_repro.tracking.model_logging import log_pytorch_model
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
 from lambda_repro.tracking.run_naming import run_name, run_tags
 from lambda_repro.training import TrainConfig, torchrun_command
-from lambda_repro.training.outcome import EXIT_CODES, FINISHED, OUTCOME_ENV, read_outcome
+from lambda_repro.training.outcome import EXIT_CODES, FAILED, FINISHED, OUTCOME_ENV, PREEMPTED
 from lambda_repro.training.recipe import model_options
+from lambda_repro.training.supervise import last_exception_line, supervise
 from pipelines._stage import ParamError, fail, stage
 
 
@@ -97,8 +97,21 @@ def node_settings(distributed: dict) -> dict:
     }
 
 
+WORKER_LOG = Path("logs") / "train_workers.log"  # torchrun's and the workers' stderr (tracebacks); a dvc.yaml output
+
+
 def run_torchrun(config: TrainConfig, node: dict) -> tuple[int, dict | None]:
-    """Run torchrun in its own session (forwarding SIGTERM / SIGINT to it once); returns its exit code and outcome."""
+    """Run torchrun tied to this process (lambda_repro.training.supervise); returns its exit code and the outcome.
+
+    A checkpoint that cannot be resumed is refused before torchrun starts. Every failure
+    comes back as an outcome whose message is one line naming the cause and the log file.
+    """
+    checkpoint = Path(config.checkpoint)
+    if checkpoint.exists():
+        try:
+            read_checkpoint(checkpoint)
+        except CheckpointError as err:
+            return 1, {"status": FAILED, "message": f"cannot resume from train.checkpoint: {err}"}
     with tempfile.TemporaryDirectory(prefix="lambda-repro-train-") as tmp:
         config_path, outcome_path = Path(tmp) / "config.json", Path(tmp) / "outcome.json"
         config_path.write_text(config.to_json(), encoding="utf-8")
@@ -106,18 +119,23 @@ def run_torchrun(config: TrainConfig, node: dict) -> tuple[int, dict | None]:
         env = {**os.environ, OUTCOME_ENV: str(outcome_path)}
         # CPU threads per worker: the node's cores shared out (torchrun would set 1 only when nproc > 1).
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // node["nproc_per_node"])))
-        process = subprocess.Popen(command, env=env, start_new_session=True)
-
-        def forward(signum, frame):
-            process.send_signal(signum)
-
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            returncode = process.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return returncode, read_outcome(outcome_path)
+        # One log per node: the nodes of a multi-node job may share the project's directory.
+        log = WORKER_LOG if node["node_rank"] == 0 else WORKER_LOG.with_suffix(f".node{node['node_rank']}.log")
+        run = supervise(command, env, outcome_path, log)
+    outcome = run.outcome
+    if outcome is not None and outcome.get("permanent"):
+        message = f"{outcome['message']}; not retried (a restart would fail the same way); tracebacks in {log}"
+        return run.returncode, {**outcome, "message": message}
+    if outcome is None and run.stop_signal:
+        message = f"stopped by {run.stop_signal} before training began: nothing to save; run again to start"
+        return run.returncode, {"status": PREEMPTED, "message": message}
+    if outcome is None and run.returncode != 0:
+        attempts = len(run.failed_workers)
+        failed = f" after {attempts} worker failure(s), the last {run.failed_workers[-1]}" if attempts else ""
+        cause = last_exception_line(log)
+        message = f"torchrun exited with code {run.returncode}{failed}{f': {cause}' if cause else ''}"
+        return run.returncode, {"status": FAILED, "message": f"{message}; tracebacks in {log}"}
+    return run.returncode, outcome
 
 
 def run(params: dict, args) -> int:

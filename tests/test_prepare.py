@@ -117,3 +117,33 @@ def _tiny_jpeg() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+@pytest.mark.faults
+def test_skipped_converted_and_ignored_files_are_printed_by_path(project, capsys, monkeypatch):
+    # 60 zero-byte images (skipped), one grayscale JPEG (converted), one text file (ignored): more than the limit.
+    for split in ("train", "val"):
+        for wnid in ("n01", "n02"):
+            folder = project / "imagenet" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(4):
+                (folder / f"ok{i}.JPEG").write_bytes(_tiny_jpeg())
+    train = project / "imagenet" / "train" / "n01"
+    for i in range(60):
+        (train / f"empty{i:02d}.JPEG").write_bytes(b"")
+    gray = io.BytesIO()
+    Image.new("L", (8, 8), 7).save(gray, "JPEG")
+    (train / "gray.JPEG").write_bytes(gray.getvalue())
+    (train / "notes.txt").write_text("not an image")
+    _write_params(project, root="imagenet", expect_full_imagenet=False, skip_undecodable=True)
+    assert prepare_stage.main([]) == 0
+    captured = capsys.readouterr()
+    listed = [line.strip() for line in captured.err.splitlines() if line.startswith("  ")]
+    manifest = json.loads((project / "data" / "manifest.json").read_text())
+    assert len(manifest["problems"]) == 62
+    shown = manifest["problems"][:50]
+    assert listed[:50] == [f"{p['action']}: {p['path']}: {p['problem']}" for p in shown]
+    assert listed[50] == "... and 12 more (all 62 are listed in data/manifest.json)"
+    actions = {p["action"] for p in manifest["problems"]}
+    assert actions == {"skipped", "converted", "ignored"}
+    assert "problems: 1 converted, 1 ignored, 60 skipped" in captured.out

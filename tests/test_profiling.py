@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 import numpy as np
 import psutil
@@ -238,3 +239,176 @@ def test_auto_threads_use_the_idle_cores():
         resolve_threads(0)
     with pytest.raises(ValueError, match="threads"):
         BenchmarkConfig(threads="auto")
+
+
+def test_paired_ratio_is_the_median_pair_ratio_with_an_interval_that_contains_it():
+    from lambda_repro.profiling.paired_ratio import paired_ratio
+
+    baseline = [10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    model = [5.0, 5.1, 4.9, 5.0, 5.05, 4.95]
+    r = paired_ratio(model, baseline, max_ci_width=0.25)
+    assert r["n"] == 6 and r["ratio"] == pytest.approx(0.5, rel=0.01)
+    assert r["ci_low"] <= r["ratio"] <= r["ci_high"] and 0.49 <= r["ci_low"] and r["ci_high"] <= 0.51
+    assert r["trusted"] and r["ci_width"] == pytest.approx(r["ci_high"] / r["ci_low"] - 1)
+    # the same again, deterministic
+    assert paired_ratio(model, baseline, max_ci_width=0.25) == r
+
+
+def test_paired_ratio_cancels_a_load_shared_by_the_pair_and_ignores_the_pair_that_straddles_it():
+    from lambda_repro.profiling.paired_ratio import paired_ratio
+
+    # a load halves both models' speed from the fourth pair on; the fourth pair's model was still unloaded
+    baseline = [20.0, 20.0, 20.0, 10.0, 10.0, 10.0, 10.0]
+    model = [10.0, 10.0, 10.0, 10.0, 5.0, 5.0, 5.0]
+    assert [m / b for m, b in zip(model, baseline, strict=True)][3] == 1.0  # the straddling pair
+    r = paired_ratio(model, baseline, max_ci_width=1.5)
+    assert r["ratio"] == pytest.approx(0.5)
+    # sequential measurement: the model measured idle, the baseline under the load, gives 10 / 10 = 1.0
+    assert statistics.median(model[:3]) / statistics.median(baseline[4:]) == pytest.approx(1.0)
+
+
+def test_a_noisy_ratio_is_flagged_and_a_single_pair_is_never_trusted():
+    from lambda_repro.profiling.paired_ratio import paired_ratio
+
+    noisy = paired_ratio([5.0, 9.0, 3.0, 7.0], [10.0, 10.0, 10.0, 10.0], max_ci_width=0.25)
+    assert not noisy["trusted"] and noisy["ci_width"] > 0.25
+    assert paired_ratio([5.0], [10.0], max_ci_width=10)["trusted"] is False
+    assert paired_ratio([], [], max_ci_width=0.25)["ratio"] is None
+
+
+def test_paired_ratios_of_two_profile_entries_invert_times_into_speed():
+    from lambda_repro.profiling.benchmark import paired_ratios
+
+    def entry(train_s, latency_s, memory):
+        return {
+            "samples_s": {"train_bs2": train_s, "latency_bs1": latency_s},
+            "train": {"bs2": {"median": 2 / train_s[0]}},
+            "peak_memory_mb": {"train": memory},
+        }
+
+    ratios = paired_ratios(entry([2.0, 2.0, 2.0], [0.3] * 3, 300.0), entry([1.0, 1.0, 1.0], [0.1] * 3, 100.0), 0.25)
+    assert ratios["train_img_s_bs2"]["ratio"] == pytest.approx(0.5)  # twice the time: half the img/s
+    assert ratios["latency_ms"]["ratio"] == pytest.approx(3.0)
+    assert ratios["peak_memory_mb_train"]["ratio"] == pytest.approx(3.0) and ratios["peak_memory_mb_train"]["trusted"]
+
+
+def _busy_loop() -> None:
+    while True:
+        pass
+
+
+@pytest.mark.slow
+def test_ratio_survives_a_load_that_starts_half_way():
+    """The same model measured twice, interleaved: ratio ~1 idle, and within 15% of that when a busy loop
+    starts half-way through (one spawned process spinning on a core: on this 2-core machine, half of it)."""
+    import multiprocessing
+    import threading
+    import time
+
+    from lambda_repro.profiling.benchmark import paired_ratios
+
+    config = BenchmarkConfig(
+        resolution=32,
+        train_batch_sizes=(2,),
+        inference_batch_sizes=(2,),
+        warmup=1,
+        repeats=8,
+        iters_per_repeat=2,  # two calls per repetition: a preempted call is diluted
+        latency_repeats=30,  # batch-1 calls are short, so noisier under load: more pairs
+        max_seconds=None,
+        threads=1,
+        num_classes=10,
+        macs_resolution=32,
+    )
+    models = {"first": {"name": "resnet50"}, "second": {"name": "resnet50"}}
+
+    def ratios() -> tuple[dict, float]:
+        start = time.perf_counter()
+        results = benchmark_models(models, config)
+        return paired_ratios(results["first"], results["second"], 0.25), time.perf_counter() - start
+
+    idle, wall = ratios()
+    load = multiprocessing.get_context("spawn").Process(target=_busy_loop, daemon=True)
+    timer = threading.Timer(wall / 2, load.start)
+    timer.start()
+    try:
+        loaded, _ = ratios()
+    finally:
+        timer.cancel()
+        if load.is_alive():
+            load.kill()
+        load.join()
+    assert load.exitcode is not None  # the load did run (started, then killed)
+    for key in ("train_img_s_bs2", "inference_img_s_bs2", "latency_ms"):
+        assert idle[key]["ratio"] == pytest.approx(1.0, rel=0.15), (key, idle[key])
+        assert loaded[key]["ratio"] == pytest.approx(idle[key]["ratio"], rel=0.15), (key, idle[key], loaded[key])
+
+
+def test_fitted_exponent_recovers_linear_and_quadratic_growth():
+    from lambda_repro.profiling.scaling import exponents, fit_exponent
+
+    n = [576, 1024, 1600, 2304]
+    assert fit_exponent(n, [3e-4 * v for v in n]) == pytest.approx(1.0)
+    assert fit_exponent(n, [1e-8 * v * v for v in n]) == pytest.approx(2.0)
+    assert fit_exponent(n, [0.5 + 1e-4 * v for v in n]) < 1.0  # a fixed cost flattens the slope
+    assert fit_exponent([100], [1.0]) is None
+    rows = [{"what": "a", "positions": v, "seconds": v * v, "saved_mb": v} for v in n]
+    assert exponents(rows) == {"a": {"time": pytest.approx(2.0), "memory": pytest.approx(1.0)}}
+
+
+def test_saved_memory_counts_activations_once_and_leaves_weights_out():
+    from lambda_repro.profiling.saved_memory import saved_tensor_bytes
+
+    layer = torch.nn.Linear(256, 256, bias=False)
+    x = torch.randn(32, 256, requires_grad=True)
+    with_weights = saved_tensor_bytes(lambda: layer(x))
+    without = saved_tensor_bytes(lambda: layer(x), layer.parameters())
+    assert without == 2 * 32 * 256 * 4  # the input (saved for the weight gradient) and the output
+    assert with_weights == without + 256 * 256 * 4
+
+
+def test_global_attention_memory_grows_quadratically_and_the_lambda_layers_linearly():
+    from lambda_repro.profiling.scaling import exponents, layer_sweep
+
+    rows = layer_sweep([24, 32], CPU, repeats=1, channels=16)
+    fitted = exponents(rows)
+    assert {r["what"] for r in rows} == {"lambda-fast", "mhsa-global", "mhsa-local7x7"}
+    assert fitted["mhsa-global"]["memory"] > 1.7 and fitted["lambda-fast"]["memory"] < 1.3
+    assert all(r["seconds"] > 0 for r in rows)
+
+
+def test_layer_comparison_times_every_contender_at_the_given_shapes():
+    from lambda_repro.profiling.layer_comparison import CLAIM_CONTENDERS, compare_layers
+
+    rows = compare_layers(batch=1, repeats=1, device=CPU, shapes=((16, 1, 14, 5), (32, 2, 14, 1)))
+    assert [(r["channels"], r["contender"]) for r in rows] == [(c, k) for c in (16, 32) for k in CLAIM_CONTENDERS]
+    assert all(r["seconds"] > 0 and r["img_per_s"] == pytest.approx(1 / r["seconds"]) for r in rows)
+    conv = [r for r in rows if r["contender"] == "conv3x3" and r["channels"] == 16][0]
+    assert conv["saved_mb"] == pytest.approx((16 * 14 * 14 * 4 * 2) / 2**20)  # its input and output, fp32
+
+
+def test_loader_speed_on_generated_imagenet_sized_jpegs(tmp_path):
+    from PIL import Image
+
+    from lambda_repro.profiling.loader_benchmark import loader_images_per_s, workers_needed, write_sample_jpegs
+
+    paths = write_sample_jpegs(tmp_path, 4)
+    assert len(paths) == 4 and all(Image.open(p).size == (500, 375) for p in paths)
+    assert all(20_000 < p.stat().st_size < 400_000 for p in paths)  # compressed like a photograph
+    rate = loader_images_per_s(paths, 224, repeats=2)
+    assert rate["n"] == 2 and 0 < rate["min"] <= rate["median"] <= rate["max"]
+    assert workers_needed(100.0, 30.0) == 4 and workers_needed(1.0, 30.0) == 1
+
+
+def test_evidence_config_rejects_bad_values():
+    from lambda_repro.profiling.evidence import EvidenceConfig
+
+    assert EvidenceConfig.from_params({"scaling_sides": [16, 24], "repeats": 3}).scaling_sides == (16, 24)
+    with pytest.raises(ValueError, match="profile.layer_batch"):
+        EvidenceConfig(layer_batch=0)
+    with pytest.raises(ValueError, match="profile.scaling_sides"):
+        EvidenceConfig(scaling_sides=(4,))
+    with pytest.raises(ValueError, match="profile.scaling_resolutions: must be a list of integers >= 64"):
+        EvidenceConfig(scaling_resolutions=(32,))
+    with pytest.raises(ValueError, match="profile.max_ratio_ci_width: must be > 0, got 0"):
+        BenchmarkConfig.from_params({"max_ratio_ci_width": 0})

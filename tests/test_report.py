@@ -55,6 +55,79 @@ def _model_profile(name: str, params: int, macs: int, train: float, infer: float
     }
 
 
+def fake_evidence() -> dict:
+    """Evidence with known answers: lambda ~ n, global attention ~ n^2 (time and memory), local ~ n. In the layer
+    table global attention (n^2 * 1e-8 s) is cheaper than the lambda layer (n * 1e-5 s) below 1000 positions: the
+    lambda layer wins only at the two 56x56 shapes, but in total; it beats local attention at every shape."""
+    from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
+
+    layer_rows = []
+    for channels, stride, side, count in LAMBDA_RESNET50_LAYER_SHAPES:
+        n = side * side
+        times = {"lambda-fast": n * 1e-5, "mhsa-global": n * n * 1e-8, "mhsa-local7x7": n * 2e-5, "conv3x3": n * 5e-6}
+        for kind, seconds in times.items():
+            mb = seconds * 100
+            layer_rows.append(
+                {
+                    "channels": channels,
+                    "stride": stride,
+                    "side": side,
+                    "layers": count,
+                    "contender": kind,
+                    "batch": 1,
+                    "seconds": seconds,
+                    "img_per_s": 1 / seconds,
+                    "saved_mb": mb,
+                }
+            )
+    sweep = []
+    for side in (16, 32, 64):
+        n = side * side
+        for what, seconds, mb in (
+            ("lambda-fast", n * 1e-5, n * 1e-3),
+            ("mhsa-global", n * n * 1e-8, n * n * 2e-6),
+            ("mhsa-local7x7", n * 2e-5, n * 3e-3),
+        ):
+            sweep.append({"what": what, "side": side, "positions": n, "seconds": seconds, "saved_mb": mb})
+    models = [
+        {"what": w, "side": s, "positions": s * s, "seconds": s * s * k, "saved_mb": s * s * k * 10}
+        for s in (64, 128)
+        for w, k in (("lambda_resnet50", 2e-5), ("resnet50", 1e-5))
+    ]
+    from lambda_repro.profiling.scaling import exponents
+
+    return {
+        "layers": {"batch": 1, "repeats": 3, "rows": layer_rows, "wall_s": 1.0},
+        "scaling": {
+            "layer": {"channels": 64, "batch": 1, "rows": sweep, "exponents": exponents(sweep)},
+            "model": {"batch": 1, "rows": models, "exponents": exponents(models)},
+            "repeats": 3,
+            "wall_s": 1.0,
+        },
+        "loader": {
+            "images": 100,
+            "image_size": [500, 375],
+            "resolution": 224,
+            "transform": "train_transform",
+            "images_per_s_per_worker": {"median": 0.5, "min": 0.5, "max": 0.5, "n": 2},
+            "wall_s": 1.0,
+        },
+    }
+
+
+def fake_ratios() -> dict:
+    def r(ratio, low, high, trusted=True):
+        return {"ratio": ratio, "ci_low": low, "ci_high": high, "n": 5, "ci_width": high / low - 1, "trusted": trusted}
+
+    return {
+        "lambda_resnet50": {
+            "train_img_s_bs8": r(0.24, 0.22, 0.26),
+            "inference_img_s_bs8": r(0.55, 0.30, 0.90, trusted=False),
+            "latency_ms": r(1.9, 1.8, 2.0),
+        }
+    }
+
+
 def write_fake_metrics(metrics: Path, *, imagenet: bool = False, top1: float = 61.25, top5: float = 88.5) -> None:
     """Metrics files in the formats of docs/pipeline.md: the embedded run, or a full ImageNet run."""
     metrics.mkdir(parents=True, exist_ok=True)
@@ -106,7 +179,11 @@ def write_fake_metrics(metrics: Path, *, imagenet: bool = False, top1: float = 6
         },
         "lambda_resnet50": _model_profile("lambda_resnet50", 14_995_848, 6_575_505_408, 2.125, 21.75, 97.5, 2543.0),
         "resnet50": _model_profile("resnet50", 25_557_032, 4_089_184_256, 8.875, 39.25, 51.5, 1788.0),
+        "ratios": fake_ratios(),
+        "evidence": fake_evidence(),
     }
+    profile["settings"]["environment"]["cpu_count"] = 2
+    profile["settings"]["max_ratio_ci_width"] = 0.25
     (metrics / "profile.json").write_text(json.dumps(profile))
     (metrics / "profile_gpu_timeline.csv").write_text("model,label,t_s,utilization_percent,memory_used_mb\n")
 
@@ -142,7 +219,13 @@ def test_comparable_run_within_tolerance_is_reproduced(tmp_path):
 def test_report_draws_its_figures_and_embeds_them(tmp_path):
     result, page, markdown = build(tmp_path)
     names = sorted(p.name for p in result.figures)
-    assert names == ["latency_memory.png", "throughput.png", "training_curves.png"]
+    assert names == [
+        "latency_memory.png",
+        "layer_comparison.png",
+        "scaling.png",
+        "throughput.png",
+        "training_curves.png",
+    ]
     assert all(p.stat().st_size > 5_000 for p in result.figures)
     assert page.count('src="data:image/png;base64,') == len(names)
     assert all(f"](figures/{name})" in markdown for name in names)
@@ -159,7 +242,9 @@ def test_html_is_self_contained(tmp_path):
 def test_profile_table_puts_resnet50_beside_lambda(tmp_path):
     _, page, markdown = build(tmp_path)
     assert "Speed and memory vs resnet50" in markdown
-    assert "| train img/s, batch 8 (median, IQR) | 2.12 (2.02-2.23, n=3) | 8.88 (8.43-9.32, n=3) | 0.24x |" in markdown
+    row = "| train img/s, batch 8 (median, IQR) | 2.12 (2.02-2.23, n=3) | 8.88 (8.43-9.32, n=3) | 0.24x (95% 0.22-0.26"
+    assert row in markdown  # the paired ratio, not the ratio of the medians
+    assert "| peak memory, train (MB, process peak RSS) | 2,543 | 1,788 | 1.42x |" in markdown
     assert "process peak RSS" in page
 
 
@@ -227,9 +312,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
     url = result.html.resolve().as_uri()
     dom = run_chromium(binary, "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for figure in (*PUBLISHED_FIGURES, "61.250", "NOT COMPARABLE", "2.12 (2.02-2.23, n=3)"):
+    shown = (*PUBLISHED_FIGURES, "61.250", "NOT COMPARABLE", "2.12 (2.02-2.23, n=3)", "Claims of the paper")
+    for figure in (*shown, "holds in total, not at every shape", "What a reproduction will cost"):
         assert figure in dom.stdout, figure
-    assert dom.stdout.count("<img") == 3
+    assert dom.stdout.count("<img") == 5
 
     shot = tmp_path / "report.png"
     done = run_chromium(binary, f"--screenshot={shot}", "--window-size=1280,2000", url)
@@ -274,6 +360,8 @@ def test_report_stage_writes_its_outputs(tmp_path):
     assert "report: parameters and MACs at 224: exact match" in done.stdout
     assert sorted(p.name for p in (tmp_path / "reports" / "figures").iterdir()) == [
         "latency_memory.png",
+        "layer_comparison.png",
+        "scaling.png",
         "throughput.png",
         "training_curves.png",
     ]
@@ -292,7 +380,10 @@ def test_profile_stage_writes_profile_and_timeline(tmp_path):
     import json
 
     tiny = {"resolution": 32, "train_batch_sizes": [2], "inference_batch_sizes": [2], "repeats": 2}
-    params_for(tmp_path, model={"name": "lambda_resnet26"}, profile={**tiny, "latency_repeats": 2})
+    # the layer comparison has its own test (tests/test_profiling.py); tiny sweeps and loader here
+    evidence = {"layer_repeats": 0, "scaling_sides": [16, 24], "scaling_resolutions": [64, 80], "scaling_repeats": 1}
+    profile = {**tiny, **evidence, "latency_repeats": 2, "loader_images": 4}
+    params_for(tmp_path, model={"name": "lambda_resnet26"}, profile=profile)
     done = run_stage("profile_stage.py", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     # profile.json: the model's few headline numbers (DVC metrics); profile_info.json: everything.
@@ -300,8 +391,19 @@ def test_profile_stage_writes_profile_and_timeline(tmp_path):
     assert list(headline) == ["train_img_s", "infer_img_s", "latency_ms", "peak_mb"]
     assert all(isinstance(v, int | float) for v in headline.values())
     profile = json.loads((tmp_path / "metrics" / "profile_info.json").read_text())
+    assert [k for k in profile if k != "settings"] == ["lambda_resnet26", "resnet50", "ratios", "evidence"]
+    ratios = profile["ratios"]["lambda_resnet26"]
+    assert set(ratios) >= {"train_img_s_bs2", "inference_img_s_bs2", "latency_ms", "peak_memory_mb_train"}
+    assert ratios["train_img_s_bs2"]["n"] == 2 and ratios["latency_ms"]["n"] == 2
+    assert sorted(profile["evidence"]) == ["loader", "scaling"]
+    scaling = profile["evidence"]["scaling"]
+    assert {(r["what"], r["side"]) for r in scaling["model"]["rows"]} == {
+        (m, s) for m in ("lambda_resnet26", "resnet50") for s in (64, 80)
+    }
+    assert set(scaling["layer"]["exponents"]) == {"lambda-fast", "mhsa-global", "mhsa-local7x7"}
+    assert profile["evidence"]["loader"]["images_per_s_per_worker"]["median"] > 0
+    assert "lambda_resnet26 / resnet50 train_img_s_bs2:" in done.stdout
     assert headline["train_img_s"] == round(profile["lambda_resnet26"]["train"]["bs2"]["median"], 3)
-    assert [k for k in profile if k != "settings"] == ["lambda_resnet26", "resnet50"]
     assert profile["resnet50"]["params"] == 25_557_032 and profile["resnet50"]["macs_resolution"] == 224
     assert profile["lambda_resnet26"]["train"]["bs2"]["n"] == 2
     assert profile["settings"]["baseline"] == "resnet50" and profile["settings"]["memory_kind"] == "cpu_peak_rss"
@@ -362,12 +464,15 @@ def test_report_reads_the_mlflow_run_and_logs_itself_into_it(tmp_path):
     assert f"report logged to MLflow run {run_id}" in result.notes
     client = MlflowClient(uri)
     logged = {a.path for a in client.list_artifacts(run_id, "report")}
-    assert logged == {"report/report.md", "report/report.html", "report/figures"}
+    assert logged == {"report/report.md", "report/report.html", "report/claims.json", "report/figures"}
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["claims/params"] == 1.0 and metrics["claims/scaling_time"] == 1.0  # the claims table as metrics
     params = client.get_run(run_id).data.params
     # The profile stage had not logged into this run: the report did, as params (summaries, not charts).
     assert params["profile.lambda_resnet50.params_m"] == "14.996"
     assert params["profile.resnet50.train_img_s"] == "8.875"
-    assert not any(key.startswith("profile") for key in client.get_run(run_id).data.metrics)
+    assert params["profile.lambda_resnet50.ratio_train_img_s_bs8"] == "0.24"
+    assert not any(key.startswith("profile") for key in metrics)
 
 
 def test_lambda_formulation_is_shown_with_what_auto_ran():
@@ -378,3 +483,79 @@ def test_lambda_formulation_is_shown_with_what_auto_ran():
     )
     assert _formulation({"lambda_implementation": "reference", "lambda_formulations": {"reference": 16}}) == "reference"
     assert _formulation({"lambda_implementation": None}) == "-"
+
+
+def test_claims_table_applies_its_rules_to_known_evidence(tmp_path):
+    result, page, markdown = build(tmp_path)
+    claims = json.loads(result.claims.read_text())
+    verdicts = {c["key"]: c["verdict"] for c in claims["claims"]}
+    assert verdicts["params"] == verdicts["macs_224"] == "exact match"
+    assert verdicts["accuracy"] == NOT_COMPARABLE
+    # global attention wins at the five shapes below 56x56 but loses in total; local attention loses everywhere
+    assert verdicts["lambda_vs_mhsa-global_time"] == "holds in total, not at every shape"
+    assert verdicts["lambda_vs_mhsa-local7x7_time"] == verdicts["lambda_vs_mhsa-local7x7_memory"] == "holds"
+    assert verdicts["scaling_time"] == verdicts["scaling_memory"] == "holds"  # exponents 1 and 2 exactly
+    assert verdicts["lambda_vs_conv3x3_time"] == "context (no claim)"
+    assert claims["claims/scaling_time"] == 1.0 and claims["claims/accuracy"] == -1.0
+    assert claims["claims/lambda_vs_mhsa-global_time"] == 0.5 and "claims/lambda_vs_conv3x3_time" not in claims
+    assert "fitted exponent: lambda 1.00, global attention 2.00; local 7x7 attention 1.00" in markdown
+    assert "lambda lower at 2 of 7 shapes" in markdown and "lambda lower at 7 of 7 shapes" in markdown
+    assert "Claims of the paper, checked on this device" in page and "holds in total, not at every shape" in page
+
+
+def test_a_lambda_layer_that_grows_quadratically_fails_the_scaling_claim():
+    from lambda_repro.profiling.scaling import exponents
+    from lambda_repro.reporting.claims import FAILS, NOT_MEASURED, scaling_claims
+
+    rows = [
+        {"what": w, "side": s, "positions": s * s, "seconds": (s * s) ** 2, "saved_mb": s * s}
+        for s in (8, 16)
+        for w in ("lambda-fast", "mhsa-global")
+    ]
+    claims = {c.key: c for c in scaling_claims({"layer": {"rows": rows, "exponents": exponents(rows)}})}
+    assert claims["scaling_time"].verdict == FAILS  # lambda exponent 2 > 1.3
+    assert claims["scaling_memory"].verdict == FAILS  # global attention's memory exponent 1 < 1.7
+    assert scaling_claims(None)[0].verdict == NOT_MEASURED
+
+
+def test_the_papers_64_gb_is_the_size_of_its_attention_maps():
+    from lambda_repro.reporting.claims import CONSISTENT, scaling_claims
+
+    # 4-head attention maps of one 32x32 map, fp32, exactly quadratic: projected to batch 128, 8 heads, 64x64
+    rows = [
+        {"what": "mhsa-global", "side": s, "positions": s * s, "seconds": 1.0, "saved_mb": 4 * (s * s) ** 2 * 4 / 2**20}
+        for s in (16, 32)
+    ]
+    claim = scaling_claims({"layer": {"batch": 1, "rows": rows, "exponents": {"mhsa-global": {"memory": 2.0}}}})[-1]
+    assert claim.key == "paper_attention_64gb" and claim.verdict == CONSISTENT
+    assert "attention maps alone (fp32): 64 GiB" in claim.evidence and "to the paper's case: 64 GiB" in claim.evidence
+
+
+def test_cost_projection_arithmetic_and_the_reference_point():
+    from lambda_repro.reporting.cost_projection import project, reference_projection
+
+    p = project(100.0, 1, setup="x", basis="projection from 5 measured steps")
+    assert p.epoch_hours == pytest.approx(1_281_167 / 100 / 3600)
+    assert p.total_hours == pytest.approx(130 * p.epoch_hours) and p.total_device_hours == pytest.approx(p.total_hours)
+    eight = project(100.0, 8, setup="x", basis="y")
+    assert eight.total_hours == pytest.approx(p.total_hours / 8) and eight.total_device_hours == pytest.approx(
+        p.total_device_hours
+    )
+    ref = reference_projection()
+    assert ref.epoch_hours == pytest.approx(1.0) and ref.total_days == pytest.approx(130 / 24)
+    assert ref.total_device_hours == pytest.approx(1040) and ref.images_per_s == pytest.approx(355.88, abs=0.01)
+    with pytest.raises(ValueError):
+        project(0.0, 1, setup="x", basis="y")
+
+
+def test_report_shows_paired_ratios_cost_and_loader(tmp_path):
+    _, _, markdown = build(tmp_path)
+    assert "| 0.24x (95% 0.22-0.26, 5 pairs) |" in markdown
+    assert "0.55x (95% 0.30-0.90, 5 pairs): too wide to trust" in markdown
+    # 2.125 img/s: 1,281,167 / 2.125 / 3600 = 167.47 h per epoch; 130 epochs: 21,771 h = 907.1 days
+    assert "| lambda_resnet50, 1 x cpu (x86_64), fp32, batch 8, 224 px | 2.12 | 167.5 | 21,771 | 907.1 | 21,771 |" in (
+        markdown
+    )
+    assert "| seed's author: 8 x V100 (as stated in DESIGN.md) | 355.88 | 1.0 | 130 | 5.4 | 1,040 |" in markdown
+    # 0.5 img/s per loader worker: lambda (2.125 img/s) needs 5 workers, 34 for 8 devices (17 img/s); 2 cores here
+    assert "| lambda_resnet50, batch 8: 2.12 img/s per device | 5 | 34 | 2 | yes |" in markdown

@@ -2,7 +2,8 @@
 
 Format (docs/pipeline.md)::
 
-    {"kind": "synthetic" | "imagenet", "root": "<dataset root>", "image_size": 64,
+    {"kind": "synthetic" | "fashion_mnist" | "imagenet" | "imagefolder", "name": "Fashion-MNIST",
+     "root": "<dataset root>", "image_size": 64,
      "classes": ["n01440764", ...],
      "splits": {"train": {"images": 1000, "path": "<root>/train", "skipped": 0}, "val": {...}},
      "problems": [{"path": "<root>/train/<wnid>/<file>", "problem": "...", "action": "skipped"}],
@@ -11,7 +12,9 @@ Format (docs/pipeline.md)::
 ``images`` counts the images a split loads (skipped files excluded). ``action`` is
 ``skipped`` (left out), ``converted`` (decodes, converted to RGB) or ``ignored`` (not an
 image file). ``fingerprint`` changes whenever the files do, so stages that depend on the
-manifest rerun when the data changes.
+manifest rerun when the data changes. ``kind`` says what the data is (``imagefolder``: a tree
+in ImageNet's layout that is not ImageNet); ``name`` is what reports call it (manifests
+written before it existed get :func:`dataset_name`'s default for their kind).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 from lambda_repro.data.errors import DataError
 
-KINDS = ("synthetic", "imagenet")
+KINDS = ("synthetic", "fashion_mnist", "imagenet", "imagefolder")
+DEFAULT_NAMES = {"synthetic": "synthetic", "fashion_mnist": "Fashion-MNIST", "imagenet": "ImageNet"}
 SPLITS = ("train", "val")
 ACTIONS = ("skipped", "converted", "ignored")
 
@@ -42,6 +46,8 @@ def validate_manifest(manifest: Any, source: str = "manifest") -> dict:
             fail(f"missing key {key!r}")
     if manifest["kind"] not in KINDS:
         fail(f"'kind' is {manifest['kind']!r}, expected one of {', '.join(KINDS)}")
+    if not isinstance(manifest.get("name", ""), str):
+        fail("'name' must be a string")
     if not isinstance(manifest["root"], str):
         fail("'root' must be a path string")
     classes = manifest["classes"]
@@ -105,3 +111,11 @@ def write_manifest(manifest: dict, path: str | os.PathLike) -> None:
 def skipped_paths(manifest: dict) -> set[str]:
     """Paths that prepare left out (undecodable files under ``skip_undecodable``)."""
     return {p["path"] for p in manifest["problems"] if p.get("action", "skipped") == "skipped"}
+
+
+def dataset_name(manifest: dict) -> str:
+    """What reports call the dataset: the manifest's ``name``, else a default for its kind (or its folder's name)."""
+    name = manifest.get("name")
+    if name:
+        return name
+    return DEFAULT_NAMES.get(manifest["kind"]) or os.path.basename(os.path.normpath(manifest["root"])) or "image folder"

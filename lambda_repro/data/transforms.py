@@ -31,11 +31,11 @@ def train_transform(image_size: int) -> transforms.Compose:
     )
 
 
-def eval_transform(image_size: int) -> transforms.Compose:
-    """Resize(eval_resize_size(image_size)) + CenterCrop(image_size) + ToTensor + ImageNet normalisation."""
+def eval_transform(image_size: int, resize_size: int | None = None) -> transforms.Compose:
+    """Resize(resize_size, default eval_resize_size(image_size)) + CenterCrop(image_size) + ToTensor + normalisation."""
     return transforms.Compose(
         [
-            transforms.Resize(eval_resize_size(image_size)),
+            transforms.Resize(resize_size or eval_resize_size(image_size)),
             transforms.CenterCrop(image_size),
             *_to_normalized_tensor(),
         ]

@@ -9,9 +9,15 @@ containers and plain numbers only, so a pickle that would run code is refused un
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import pickletools
+import re
+import shutil
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,20 +33,88 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or does not fit the model."""
 
 
+# What to do about a checkpoint that cannot be used: said once, at the end of every such error.
+START_OVER = "delete it to start training over, or use another checkpoint file"
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6: a zip archive
+_PICKLE_PROTOCOL_OP = 0x80  # the first byte of a pickle (protocol >= 2): torch's legacy format, or plain pickle
+
+
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.", "builtins.", "_codecs.", "numpy.")
+
+
+def _refused_global(err: Exception, path: Path) -> str | None:
+    """The code-running object that made weights_only refuse the file (``posix.system``), if that was the reason.
+
+    torch names it for a zip checkpoint; in a plain pickle (which torch cannot even parse) the
+    pickle's opcodes are listed, without running any, for an import of something else than
+    torch's own rebuild functions and containers.
+    """
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if match:
+        return match.group(1)
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for opcode, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                name = None
+                if opcode.name in ("GLOBAL", "INST"):
+                    name = str(arg).replace(" ", ".")
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    name = f"{strings[-2]}.{strings[-1]}"
+                if name and not name.startswith(_SAFE_GLOBAL_PREFIXES):
+                    return name
+    except Exception:  # not a pickle after all: the caller says it is damaged
+        return None
+    return None
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint file safely; always returns a training dict with ``state_dict``."""
+    """Read a checkpoint file safely; always returns a training dict with ``state_dict``.
+
+    A file that cannot be used raises :class:`CheckpointError` saying what it is: missing,
+    empty, truncated, not a checkpoint at all, or a pickle holding code-running objects
+    (refused, never run), and how to go on.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}: {err.strerror or err}; {START_OVER}") from None
+    if size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a checkpoint; {START_OVER}")
+    is_zip = head == _ZIP_MAGIC
+    if is_zip and not zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"refused to load {path}: it holds objects other than tensors and plain containers "
-            f"(loading it would run arbitrary code). Details: {str(err).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from None
+            f"{path} is truncated: a zip archive ({size} bytes) missing its end (the write was cut short); {START_OVER}"
+        )
+    if not is_zip and head[0] != _PICKLE_PROTOCOL_OP:
+        raise CheckpointError(
+            f"{path} is not a checkpoint at all ({size} bytes, first bytes {head.hex()}: neither torch.save's zip "
+            f"archive nor a pickle); {START_OVER}"
+        )
+    try:
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of plain pickles before refusing them: the error says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _refused_global(err, path)
+        if refused:
+            raise CheckpointError(
+                f"refused to load {path}: it holds objects that would run code when loaded ({refused}); "
+                f"nothing was run. {START_OVER[0].upper()}{START_OVER[1:]}"
+            ) from None
+        reason = _first_line(err)
+        raise CheckpointError(f"{path} is damaged: its pickle does not decode ({reason}); {START_OVER}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        kind = "a damaged zip archive" if is_zip else "a truncated or damaged pickle"
+        raise CheckpointError(f"{path} is {kind} ({_first_line(err)}); {START_OVER}") from None
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"{path} holds a {type(payload).__name__}, not a state dict or a training dict")
     if "state_dict" in payload and isinstance(payload["state_dict"], Mapping):
@@ -48,6 +122,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if all(isinstance(v, torch.Tensor) for v in payload.values()):
         return {"state_dict": dict(payload)}
     raise CheckpointError(f"{path} is neither a state dict nor a training dict with a 'state_dict' entry")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    # weights_only refusals start with paragraphs of advice; the reason follows this marker.
+    text = text.split("WeightsUnpickler error:", 1)[-1].strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,7 +184,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]
     """
     checkpoint = read_checkpoint(path)
     state_dict = strip_wrapper_prefixes(checkpoint["state_dict"])
-    check_state_dict(model, state_dict)
+    try:
+        check_state_dict(model, state_dict)
+    except CheckpointError as err:
+        made_for = f" (it was made for {checkpoint['arch']})" if isinstance(checkpoint.get("arch"), str) else ""
+        raise CheckpointError(
+            f"{path} is a checkpoint of another model or recipe{made_for}: {err}; load it into the model it was "
+            "made for (model.name), or use a checkpoint of this model"
+        ) from None
     unwrap_model(model).load_state_dict(state_dict, strict=True)
     checkpoint["state_dict"] = state_dict
     return checkpoint
@@ -124,6 +212,63 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: str | os.PathLike) -> N
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
+    except Exception as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        if _disk_full(err):
+            raise CheckpointSpaceError(path, _serialized_size(checkpoint)) from None
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """ENOSPC / EDQUOT anywhere in the chain: torch.save reports a full disk as a RuntimeError of its zip writer."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class _ByteCounter:
+    """A write-only file that keeps only the number of bytes written to it."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _serialized_size(checkpoint: Mapping[str, Any]) -> int | None:
+    counter = _ByteCounter()
+    try:
+        torch.save(dict(checkpoint), counter)
+    except Exception:
+        return None
+    return counter.size
+
+
+class CheckpointSpaceError(OSError):
+    """The disk is full (or the quota reached) while writing a checkpoint; says how much space it needs."""
+
+    def __init__(self, path: Path, needed_bytes: int | None) -> None:
+        free = shutil.disk_usage(path.parent).free
+        needed = f"about {needed_bytes / 2**20:.1f} MiB" if needed_bytes else "more space"
+        super().__init__(
+            errno.ENOSPC,
+            f"No space left on device for checkpoint {path}: it needs {needed}, {free / 2**20:.1f} MiB free in "
+            f"{path.parent}; the previous checkpoint is kept. Free some space, or write checkpoints to another disk "
+            "(train.checkpoint), and run again to resume",
+        )
+        self.path, self.needed_bytes, self.free_bytes = path, needed_bytes, free
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -9,10 +9,9 @@ compute, without data loading.
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import platform
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ from lambda_repro.profiling.counting import count_macs, count_params
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 from lambda_repro.profiling.gpu_sampler import GpuSampler, summarize_samples
 from lambda_repro.profiling.memory import memory_kind, peak_bytes, reset_peak
+from lambda_repro.profiling.paired_ratio import paired_ratio
 from lambda_repro.profiling.precision import autocast, check_precision, grad_scaler
 from lambda_repro.profiling.timing import percentile, summarize, throughput, time_repeated
 from lambda_repro.training.optim import create_optimizer
@@ -53,6 +53,7 @@ class BenchmarkConfig:
     gpu_sample_interval_s: float = 0.1
     macs_resolution: int = 224
     optimizer: str = "sgd"  # train.optimizer: the training step is the trained recipe's
+    max_ratio_ci_width: float = 0.25  # a ratio whose 95% interval is wider (high / low - 1) is flagged
 
     def __post_init__(self) -> None:
         # Types and ranges of the profile knobs are checked once, with params.yaml (lambda_repro.config);
@@ -141,95 +142,167 @@ def lambda_formulations_run(model: torch.nn.Module, x: torch.Tensor) -> dict[str
     return dict(sorted(counts.items()))
 
 
-def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> dict:
-    """Measure ``create_model(name, **model_kwargs)`` in this process; see the module docstring.
+class ModelBench:
+    """One model set up for measuring, one repetition of one phase at a time (see :func:`benchmark_model`).
 
-    Returns a JSON-ready dict; ``gpu_timeline`` holds the raw NVML samples (empty without a GPU).
+    Phases, in the order :meth:`phases` lists them: ``latency_bs1`` (one batch-1 call per repetition),
+    ``inference_bs<N>``, ``train_bs<N>``. The first repetition of a phase runs ``config.warmup`` untimed
+    calls before it. Order matters on CPU: the RSS high-water mark only grows, so the cheap phases go
+    first and the peak of each kind (inference, train) is read when the next kind starts.
     """
-    torch.set_num_threads(resolve_threads(config.threads))
-    device = config.resolve_device()
-    channels_last = config.resolve_channels_last(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    torch.manual_seed(0)
 
-    model = create_model(name, **{"num_classes": config.num_classes, **(model_kwargs or {})})
-    params = count_params(model)
-    macs = count_macs(model, (1, 3, config.macs_resolution, config.macs_resolution))
-    model = model.to(device=device, memory_format=memory_format)
+    def __init__(self, name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> None:
+        torch.set_num_threads(resolve_threads(config.threads))
+        self.config = config
+        self.device = device = config.resolve_device()
+        channels_last = config.resolve_channels_last(device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        torch.manual_seed(0)
 
-    result: dict = {
-        "model": name,
-        "lambda_implementation": lambda_implementation_of(model),
-        "params": params,
-        "macs": macs,
-        "flops": 2 * macs,
-        "macs_resolution": config.macs_resolution,
-        "resolution": config.resolution,
-        "precision": config.precision,
-        "channels_last": channels_last,
-        "device": str(device),
-        "memory_kind": memory_kind(device),
-        "train": {},
-        "inference": {},
-        "peak_memory_mb": {},
-        "gpu": {},
-    }
-
-    def batch(size: int) -> torch.Tensor:
-        x = torch.randn(size, 3, config.resolution, config.resolution, device=device)
-        return x.contiguous(memory_format=memory_format)
-
-    timing = {
-        "device": device,
-        "warmup": config.warmup,
-        "repeats": config.repeats,
-        "min_repeats": config.min_repeats,
-        "iters_per_repeat": config.iters_per_repeat,
-        "max_seconds": config.max_seconds,
-    }
-    with GpuSampler(device, config.gpu_sample_interval_s) as sampler:
-        # Order matters on CPU: the RSS high-water mark only grows, so the cheap phases go first.
-        result["peak_memory_mb"]["model"] = peak_bytes(device) / 2**20
-        model.eval()
-
-        reset_peak(device)
-        x1 = batch(1)
-        result["lambda_formulations"] = lambda_formulations_run(model, x1)
-        with torch.inference_mode(), autocast(device, config.precision):
-            latency = time_repeated(
-                lambda: model(x1),
-                **{**timing, "repeats": config.latency_repeats, "iters_per_repeat": 1},
-                timed_window=partial(sampler.window, "latency_bs1"),
-            )
-        latency_ms = [s * 1000 for s in latency]
-        stats = summarize(latency_ms)
-        result["latency_ms"] = {
-            "p50": stats["median"],
-            "p95": percentile(latency_ms, 95),
-            **{key: stats[key] for key in ("p25", "p75", "min", "max", "n")},
+        model = create_model(name, **{"num_classes": config.num_classes, **(model_kwargs or {})})
+        params = count_params(model)
+        macs = count_macs(model, (1, 3, config.macs_resolution, config.macs_resolution))
+        self.model = model.to(device=device, memory_format=self.memory_format)
+        self.result: dict = {
+            "model": name,
+            "lambda_implementation": lambda_implementation_of(model),
+            "params": params,
+            "macs": macs,
+            "flops": 2 * macs,
+            "macs_resolution": config.macs_resolution,
+            "resolution": config.resolution,
+            "precision": config.precision,
+            "channels_last": channels_last,
+            "device": str(device),
+            "memory_kind": memory_kind(device),
+            "train": {},
+            "inference": {},
+            "peak_memory_mb": {"model": peak_bytes(device) / 2**20},
+            "gpu": {},
+            "samples_s": {},
         }
-
-        for size in config.inference_batch_sizes:
-            label = f"inference_bs{size}"
-            try:
-                x = batch(size)
-                with torch.inference_mode(), autocast(device, config.precision):
-                    seconds = time_repeated(lambda x=x: model(x), **timing, timed_window=partial(sampler.window, label))
-                result["inference"][f"bs{size}"] = throughput(seconds, size)
-            except torch.OutOfMemoryError:
-                result["inference"][f"bs{size}"] = _out_of_memory(device)
-        result["peak_memory_mb"]["inference"] = peak_bytes(device) / 2**20
-
-        model.train()
-        # The trained recipe's optimizer; a small lr keeps random-label steps finite (the step's cost does not
-        # depend on it).
-        optimizer = create_optimizer(config.optimizer, model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-        scaler = grad_scaler(device, config.precision)
+        self.sampler = GpuSampler(device, config.gpu_sample_interval_s).start()
+        self.model.eval()
         reset_peak(device)
+        self.result["lambda_formulations"] = lambda_formulations_run(self.model, self._batch(1))
+        self._kind: str | None = None  # "inference" or "train": the phase kind running now
+        self._steps: dict[str, object] = {}
+        self._failed: set[str] = set()
 
-        def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+    def phases(self) -> list[str]:
+        config = self.config
+        return [
+            "latency_bs1",
+            *(f"inference_bs{b}" for b in config.inference_batch_sizes),
+            *(f"train_bs{b}" for b in config.train_batch_sizes),
+        ]
+
+    def repetitions(self, phase: str) -> int:
+        return self.config.latency_repeats if phase == "latency_bs1" else self.config.repeats
+
+    def run(self, phase: str) -> float | None:
+        """Seconds per call of one timed repetition of ``phase``; ``None`` when the batch does not fit."""
+        if phase in self._failed:
+            return None
+        kind = "train" if phase.startswith("train_") else "inference"
+        if kind != self._kind:
+            self._enter(kind)
+        first = phase not in self._steps
+        try:
+            if first:
+                self._steps[phase] = self._make_step(phase)
+            step = self._steps[phase]
+            iters = 1 if phase == "latency_bs1" else self.config.iters_per_repeat
+            with self._context(kind):
+                (seconds,) = time_repeated(
+                    step,
+                    device=self.device,
+                    warmup=self.config.warmup if first else 0,
+                    repeats=1,
+                    iters_per_repeat=iters,
+                    timed_window=partial(self.sampler.window, phase),
+                )
+        except torch.OutOfMemoryError:
+            self._failed.add(phase)
+            self._steps.pop(phase, None)
+            if kind == "train":
+                self.optimizer.zero_grad(set_to_none=True)
+            self.result[kind][phase.split("_", 1)[1]] = _out_of_memory(self.device)
+            return None
+        self.result["samples_s"].setdefault(phase, []).append(seconds)
+        return seconds
+
+    def finish(self) -> dict:
+        """The JSON-ready result; ``gpu_timeline`` holds the raw NVML samples (empty without a GPU)."""
+        self._enter(None)
+        self.sampler.stop()
+        for phase, seconds in self.result["samples_s"].items():
+            batch = phase.rsplit("_", 1)[1]
+            if phase == "latency_bs1":
+                latency_ms = [s * 1000 for s in seconds]
+                stats = summarize(latency_ms)
+                self.result["latency_ms"] = {
+                    "p50": stats["median"],
+                    "p95": percentile(latency_ms, 95),
+                    **{key: stats[key] for key in ("p25", "p75", "min", "max", "n")},
+                }
+            elif phase not in self._failed:
+                kind = phase.split("_", 1)[0]
+                self.result[kind][batch] = throughput(seconds, int(batch[2:]))
+        self.result["gpu_timeline"] = self.sampler.samples
+        if self.sampler.unavailable:
+            self.result["gpu"] = {"unavailable": self.sampler.unavailable}
+        else:
+            labels = dict.fromkeys(s["label"] for s in self.sampler.samples)
+            self.result["gpu"] = {label: summarize_samples(self.sampler.samples, label) for label in labels}
+        return self.result
+
+    def _enter(self, kind: str | None) -> None:
+        """Close the running kind (record its peak), open ``kind``."""
+        if self._kind is not None:
+            self.result["peak_memory_mb"][self._kind] = peak_bytes(self.device) / 2**20
+        if kind == "train" and self._kind != "train":
+            self.model.train()
+            # The trained recipe's optimizer; a small lr keeps random-label steps finite (cost does not depend on it).
+            self.optimizer = create_optimizer(
+                self.config.optimizer, self.model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4
+            )
+            self.scaler = grad_scaler(self.device, self.config.precision)
+        elif kind == "inference":
+            self.model.eval()
+        if kind is not None:
+            reset_peak(self.device)
+        self._kind = kind
+
+    def _context(self, kind: str):
+        if kind == "train":  # autocast wraps the forward only (inside the step), not the backward
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast(self.device, self.config.precision))
+        return stack
+
+    def _batch(self, size: int) -> torch.Tensor:
+        x = torch.randn(size, 3, self.config.resolution, self.config.resolution, device=self.device)
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _make_step(self, phase: str):
+        size = int(phase.rsplit("_bs", 1)[1])
+        x = self._batch(size)
+        if not phase.startswith("train_"):
+            return partial(self.model, x)
+        y = torch.randint(0, self.config.num_classes, (size,), device=self.device)
+        model, optimizer, scaler, device, precision = (
+            self.model,
+            self.optimizer,
+            self.scaler,
+            self.device,
+            self.config.precision,
+        )
+
+        def train_step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device, config.precision):
+            with autocast(device, precision):
                 loss = F.cross_entropy(model(x), y)
             if scaler is None:
                 loss.backward()
@@ -239,44 +312,79 @@ def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | Non
                 scaler.step(optimizer)
                 scaler.update()
 
-        # A batch size too large for the device is recorded, not fatal: the other sizes are still measured.
-        for size in config.train_batch_sizes:
-            label = f"train_bs{size}"
-            try:
-                x = batch(size)
-                y = torch.randint(0, config.num_classes, (size,), device=device)
-                window = partial(sampler.window, label)
-                seconds = time_repeated(partial(train_step, x, y), **timing, timed_window=window)
-                result["train"][f"bs{size}"] = throughput(seconds, size)
-            except torch.OutOfMemoryError:
-                optimizer.zero_grad(set_to_none=True)
-                result["train"][f"bs{size}"] = _out_of_memory(device)
-        result["peak_memory_mb"]["train"] = peak_bytes(device) / 2**20
+        return train_step
 
-    result["gpu_timeline"] = sampler.samples
-    if sampler.unavailable:
-        result["gpu"] = {"unavailable": sampler.unavailable}
-    else:
-        labels = dict.fromkeys(s["label"] for s in sampler.samples)
-        result["gpu"] = {label: summarize_samples(sampler.samples, label) for label in labels}
-    return result
+
+def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> dict:
+    """Measure ``create_model(name, **model_kwargs)`` in this process, phase after phase.
+
+    Each phase runs up to ``repeats`` repetitions, fewer once the timed total passes ``max_seconds``
+    (never fewer than ``min_repeats``). Returns a JSON-ready dict; ``samples_s`` holds the seconds per
+    call of every repetition, ``gpu_timeline`` the raw NVML samples (empty without a GPU).
+    """
+    bench = ModelBench(name, config, model_kwargs)
+    for phase in bench.phases():
+        iters = 1 if phase == "latency_bs1" else config.iters_per_repeat
+        total = 0.0
+        for done in range(1, bench.repetitions(phase) + 1):
+            seconds = bench.run(phase)
+            if seconds is None:
+                break
+            total += seconds * iters
+            if _time_is_up(config, total, done, phase):
+                break
+    return bench.finish()
+
+
+def _time_is_up(config: BenchmarkConfig, total_s: float, done: int, phase: str) -> bool:
+    least = 1 if phase == "latency_bs1" else config.min_repeats
+    return config.max_seconds is not None and total_s >= config.max_seconds and done >= least
 
 
 def benchmark_models(models: dict[str, dict], config: BenchmarkConfig, *, isolate: bool = True) -> dict[str, dict]:
-    """:func:`benchmark_model` for each ``{name: create_model kwargs}``, each in a fresh spawned process.
+    """Measure each ``{name: create_model kwargs}``, interleaved, each in its own spawned process.
 
-    ``threads: None`` (the idle cores) is resolved once here, so every model runs with the same thread count.
-    ``isolate=False`` measures in this process (faster to start; peak RSS then mixes models).
+    Every model gets a persistent worker process (:mod:`~lambda_repro.profiling.interleaved`); the
+    parent asks them in turn for one repetition of the same phase (the first model first on even
+    repetitions, last on odd ones), so load that starts or stops part-way hits all models alike and
+    the paired ratios (:func:`paired_ratios`) cancel it. ``threads: None`` (the idle cores) is
+    resolved once here, so every model runs with the same thread count. ``isolate=False`` measures
+    in this process, one model after the other (faster to start; peak RSS then mixes models).
     """
     config = replace(config, threads=resolve_threads(config.threads))
-    results = {}
-    for name, kwargs in models.items():
-        if not isolate:
-            results[name] = benchmark_model(name, config, kwargs)
+    if not isolate:
+        return {name: benchmark_model(name, config, kwargs) for name, kwargs in models.items()}
+    from lambda_repro.profiling.interleaved import measure_interleaved
+
+    return measure_interleaved(models, config)
+
+
+def paired_ratios(entry: dict, baseline: dict, max_ci_width: float) -> dict[str, dict]:
+    """``entry / baseline`` for every timed phase both have, from their paired repetitions.
+
+    Keys ``train_img_s_bs<N>``, ``inference_img_s_bs<N>`` (ratios of img/s: above 1 is faster),
+    ``latency_ms`` (batch 1: above 1 is slower), and ``peak_memory_mb_<phase>`` (one reading each,
+    no interval). Each is a :func:`~lambda_repro.profiling.paired_ratio.paired_ratio` dict.
+    """
+    ratios: dict[str, dict] = {}
+    mine, theirs = entry.get("samples_s", {}), baseline.get("samples_s", {})
+    for phase in mine:
+        if phase not in theirs:
             continue
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results[name] = pool.submit(benchmark_model, name, config, kwargs).result()
-    return results
+        kind, batch = phase.split("_", 1)
+        if kind == "latency":
+            ratios["latency_ms"] = paired_ratio(mine[phase], theirs[phase], max_ci_width=max_ci_width)
+            continue
+        if "median" not in entry.get(kind, {}).get(batch, {}) or "median" not in baseline.get(kind, {}).get(batch, {}):
+            continue  # out of memory on one side
+        # img/s ratio = inverse time ratio of the same batch
+        ratios[f"{kind}_img_s_{batch}"] = paired_ratio(theirs[phase], mine[phase], max_ci_width=max_ci_width)
+    for phase, mb in entry.get("peak_memory_mb", {}).items():
+        other = baseline.get("peak_memory_mb", {}).get(phase)
+        if mb and other:
+            single = paired_ratio([mb], [other], max_ci_width=max_ci_width)
+            ratios[f"peak_memory_mb_{phase}"] = {**single, "trusted": True}  # one exact reading, no spread
+    return ratios
 
 
 def settings(config: BenchmarkConfig, load_before: float | None = None) -> dict:
@@ -292,7 +400,7 @@ def settings(config: BenchmarkConfig, load_before: float | None = None) -> dict:
         "channels_last": config.resolve_channels_last(device),
         "environment": environment(device),
         "memory_kind": memory_kind(device),
-        "isolation": "one spawned process per model",
+        "isolation": "one spawned, persistent process per model, all pinned to the same cores; repetitions interleaved",
         "inputs": "random tensors on the device (no data loading)",
     }
 

@@ -35,6 +35,21 @@ def flat_profile_metrics(results: dict[str, dict], prefix: str = "profile") -> d
     return flat
 
 
+def flat_ratio_metrics(ratios: dict[str, dict[str, dict]], prefix: str = "profile") -> dict[str, float]:
+    """``{"profile/<model>/ratio_<quantity>": value}`` and its ``_ci_low`` / ``_ci_high`` / ``_trusted`` (1 or 0)."""
+    flat: dict[str, float] = {}
+    for model, mine in ratios.items():
+        for key, r in mine.items():
+            if r.get("ratio") is None:
+                continue
+            base = f"{prefix}/{model}/ratio_{key}"
+            flat[base] = float(r["ratio"])
+            flat[f"{base}_ci_low"] = float(r["ci_low"])
+            flat[f"{base}_ci_high"] = float(r["ci_high"])
+            flat[f"{base}_trusted"] = float(bool(r["trusted"]))
+    return flat
+
+
 def profile_summary(entry: dict) -> dict[str, float | None]:
     """The profiled model's few headline figures for ``metrics/profile.json`` (DVC metrics).
 
@@ -72,6 +87,11 @@ def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[st
             if value is not None:
                 params[f"{prefix}.{model}.{key}"] = value
     return params
+
+
+def ratio_params(ratios: dict[str, dict[str, dict]], prefix: str = "profile") -> dict[str, float]:
+    """:func:`flat_ratio_metrics` as MLflow params (``profile.<model>.ratio_<quantity>``): summaries, not charts."""
+    return {key.replace("/", "."): value for key, value in flat_ratio_metrics(ratios, prefix).items()}
 
 
 def timeline_rows(results: dict[str, dict]) -> list[dict]:

@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
 
-from lambda_repro.profiling.profile_metrics import profile_params
+from lambda_repro.profiling.profile_metrics import profile_params, ratio_params
 from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS, PUBLISHED_TOP1, PUBLISHED_TOP5
 from lambda_repro.reporting import figures
+from lambda_repro.reporting.claims import claims_metrics, count_and_accuracy_claims, layer_claims, scaling_claims
 from lambda_repro.reporting.comparison import (
     ABOVE,
     BELOW,
     EXACT_MATCH,
+    HEALTHY,
     NOT_MEASURED,
     REPRODUCED,
+    UNHEALTHY,
     AccuracyComparison,
     Tolerance,
     compare_accuracy,
     compare_counts,
+    health_verdict,
     overall_count_verdict,
 )
 from lambda_repro.reporting.document import Block, Bullets, Details, Figure, Heading, Paragraph, Table, Verdict
 from lambda_repro.reporting.environment import git_commit, software_versions
+from lambda_repro.reporting.evidence_sections import claims_section, cost_section, loader_section
 from lambda_repro.reporting.inputs import MLFLOW_RUN, ReportInputs, load_inputs
 from lambda_repro.reporting.mlflow_run import (
     RunRef,
@@ -83,6 +89,7 @@ class ReportResult:
     accuracy: AccuracyComparison
     counts_verdict: str
     notes: list[str] = field(default_factory=list)
+    claims: Path | None = None
 
 
 def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str | os.PathLike = ".") -> ReportResult:
@@ -119,8 +126,14 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
     blocks += _headline(accuracy, counts_verdict, inputs, config)
     blocks += _published_section(accuracy, counts, config)
     drawn: list[Path] = []
+    evidence = (inputs.profile or {}).get("evidence", {})
+    claims = count_and_accuracy_claims(counts, accuracy, config.tolerance)
+    claims += layer_claims(evidence.get("layers")) + scaling_claims(evidence.get("scaling"))
+    blocks += claims_section(claims, evidence, inputs.profile or {}, figure_dir, drawn)
     blocks += _training_section(inputs, accuracy, figure_dir, drawn)
     blocks += _profile_section(inputs, figure_dir, drawn)
+    blocks += cost_section(inputs.profile or {})
+    blocks += loader_section(inputs.profile or {})
     blocks += _mlflow_section(run, runs, mlflow_problem)
     blocks += _environment_section(inputs, params, repo_dir)
     if inputs.missing or notes:
@@ -129,16 +142,24 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
     markdown_path, html_path = out / "report.md", out / "report.html"
     markdown_path.write_text(render_markdown(TITLE, blocks))
     html_path.write_text(render_html(TITLE, blocks))
+    claims_path = out / "claims.json"
+    claims_path.write_text(json.dumps({**claims_metrics(claims), "claims": [c.__dict__ for c in claims]}, indent=2))
 
     if config.log_to_mlflow and run is not None and runs is not None:
+        metrics = claims_metrics(claims)
         params = {}
         logged = any(c.startswith("params.profile.") for c in runs.columns)
         if inputs.profile and not logged:  # the profile stage could not log (e.g. it ran before this run existed)
             params = profile_params({m: inputs.profile[m] for m in profiled_models(inputs.profile)})
-        artifacts = [(markdown_path, "report"), (html_path, "report")] + [(p, "report/figures") for p in drawn]
-        problem = log_to_run(run, None, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer", params=params)
+            params.update(ratio_params(inputs.profile.get("ratios") or {}))
+        artifacts = [(markdown_path, "report"), (html_path, "report"), (claims_path, "report")] + [
+            (p, "report/figures") for p in drawn
+        ]
+        problem = log_to_run(
+            run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer", params=params
+        )
         notes.append(f"MLflow: {problem}" if problem else f"report logged to MLflow run {run.run_id}")
-    return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes)
+    return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes, claims_path)
 
 
 def _headline(accuracy: AccuracyComparison, counts_verdict: str, inputs: ReportInputs, config: ReportConfig) -> list:
@@ -156,11 +177,16 @@ def _headline(accuracy: AccuracyComparison, counts_verdict: str, inputs: ReportI
             lines.append(f"{name}: not measured (published {row.published:.3f})")
         else:
             lines.append(f"{name}: measured {row.measured:.3f} vs published {row.published:.3f} ({row.delta:+.3f})")
+        if row.note:
+            lines[-1] += f"; {row.note}"
     if accuracy.comparable:
         lines.append(f"tolerance: |difference| <= {config.top1_tolerance:g} (top-1), {config.top5_tolerance:g} (top-5)")
     else:
         lines += [f"why not comparable: {reason}" for reason in accuracy.reasons]
     blocks.append(Verdict(kind, title, tuple(lines)))
+    health = health_verdict(inputs.eval)
+    health_kind = {HEALTHY: "good", UNHEALTHY: "warn"}.get(health.verdict, "neutral")
+    blocks.append(Verdict(health_kind, f"Numerical health of the evaluation: {health.verdict.upper()}", health.lines))
     counts_kind = {EXACT_MATCH: "good", NOT_MEASURED: "neutral"}.get(counts_verdict, "warn")
     blocks.append(
         Verdict(
@@ -230,8 +256,11 @@ def _profile_section(inputs: ReportInputs, figure_dir: Path, drawn: list) -> lis
             f"input {s.get('resolution', '?')}x{s.get('resolution', '?')}, random inputs (no data loading). "
             f"Each figure: {s.get('warmup', '?')} warm-up call(s), then up to {s.get('repeats', '?')} timed "
             f"repetitions (at least {s.get('min_repeats', '?')}; stopped after {s.get('max_seconds', '?')} s), "
-            "device synchronised around each; median and interquartile range over repetitions. Training = forward + "
-            "backward + SGD step. Peak memory: "
+            "device synchronised around each; median and interquartile range over repetitions. The models ran in "
+            "their own processes with their repetitions interleaved (one of each in turn), so the ratio column is "
+            "the median of per-pair ratios with a 95% bootstrap interval; a ratio whose interval is wider than "
+            f"{s.get('max_ratio_ci_width', '?')} (high / low - 1) is marked 'too wide to trust'. "
+            "Training = forward + backward + SGD step. Peak memory: "
             + (
                 "process peak RSS (resident-set high-water mark of a fresh process per model, so it includes "
                 "the interpreter and torch)."
@@ -286,7 +315,8 @@ def busy_machine_warning(settings: dict) -> str | None:
         return None
     return (
         f"load average {max(loads):.1f} on {cpus} CPUs while profiling: other processes shared the cores, so "
-        "throughput and latency are lower than on an idle machine; compare the two models' ratio, not the values"
+        "throughput and latency are lower than on an idle machine; the paired ratios (interleaved repetitions) "
+        "cancel load shared by both models, the values do not"
     )
 
 

@@ -12,7 +12,13 @@ Verdict rule for a comparable run (``delta = measured - published``, in points):
 
 A run is comparable when it is ``lambda_resnet50`` evaluated on the full ImageNet
 validation set (50,000 images) at 224 (resize 256, centre crop 224, the published
-protocol) after at least ``min_epochs`` epochs (the published recipe trains 130).
+protocol) after at least ``min_epochs`` epochs (the published recipe trains 130). Any other
+dataset (synthetic, Fashion-MNIST, an image folder) is "not ImageNet". Top-5 means the
+published figure's thing only over ImageNet's 1000 classes: with another number of classes
+(top-5 of 10 classes is half of them) its row says so and is never compared.
+
+The numerical health of the evaluation (non-finite logits or loss, activations out of
+range: ``eval.json``'s ``health``) is judged apart from accuracy by :func:`health_verdict`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ PUBLISHED_RESOLUTION = 224
 PUBLISHED_RESIZE = 256
 PUBLISHED_EPOCHS = 130
 IMAGENET_VAL_IMAGES = 50_000
+IMAGENET_CLASSES = 1000
+DATASET_DESCRIPTIONS = {"synthetic": "the embedded synthetic dataset", "imagefolder": "an image folder"}
+
+HEALTHY = "healthy"
+UNHEALTHY = "unhealthy"
+HEALTH_UNKNOWN = "not checked"
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class MetricComparison:
     measured: float | None
     verdict: str
     tolerance: float | None = None
+    note: str | None = None  # why this row is not compared when the others might be
 
     @property
     def delta(self) -> float | None:
@@ -115,12 +128,14 @@ def comparability_problems(eval_metrics: dict | None, train_metrics: dict | None
         problems.append(f"model is {model or 'unknown'}, the published row is {PUBLISHED_MODEL}")
     dataset = eval_metrics.get("dataset")
     if dataset != "imagenet":
-        what = "the embedded synthetic dataset" if dataset == "synthetic" else f"dataset {dataset or 'unknown'}"
-        problems.append(f"evaluated on {what}, not ImageNet")
+        problems.append(f"evaluated on {describe_dataset(eval_metrics)}, not ImageNet")
     else:
         images = eval_metrics.get("images")
         if _is_number(images) and images < IMAGENET_VAL_IMAGES:
             problems.append(f"evaluated on {int(images):,} of the {IMAGENET_VAL_IMAGES:,} ImageNet validation images")
+    classes = eval_metrics.get("classes")
+    if _is_number(classes) and classes != IMAGENET_CLASSES:
+        problems.append(f"{int(classes)} classes, the published figures are over ImageNet's {IMAGENET_CLASSES}")
     resolution = eval_metrics.get("resolution")
     if resolution != PUBLISHED_RESOLUTION:
         shown = f"{resolution} px" if resolution else "an unknown resolution"
@@ -142,6 +157,24 @@ def comparability_problems(eval_metrics: dict | None, train_metrics: dict | None
     return problems
 
 
+def describe_dataset(eval_metrics: dict) -> str:
+    """``Fashion-MNIST (fashion_mnist)``, ``the embedded synthetic dataset``, ...: what a reason calls the data."""
+    kind, name = eval_metrics.get("dataset"), eval_metrics.get("dataset_name")
+    if kind in DATASET_DESCRIPTIONS and (not name or name == kind):
+        return DATASET_DESCRIPTIONS[kind]
+    if name and kind:
+        return f"{name} ({DATASET_DESCRIPTIONS.get(kind, kind)})"
+    return f"dataset {name or kind or 'unknown'}"
+
+
+def top5_note(eval_metrics: dict | None) -> str | None:
+    """Why top-5 cannot be set against the published figure whatever else holds; None when it can."""
+    classes = (eval_metrics or {}).get("classes")
+    if _is_number(classes) and classes != IMAGENET_CLASSES:
+        return f"top-5 of {int(classes)} classes is not the {IMAGENET_CLASSES}-class top-5"
+    return None
+
+
 def metric_verdict(delta: float, tolerance: float) -> str:
     if abs(delta) <= tolerance:
         return WITHIN
@@ -159,16 +192,50 @@ def compare_accuracy(
     for name, published, tol in (("top1", PUBLISHED_TOP1, tolerance.top1), ("top5", PUBLISHED_TOP5, tolerance.top5)):
         measured = eval_metrics.get(name)
         measured = float(measured) if _is_number(measured) else None
-        if problems or measured is None:
+        note = top5_note(eval_metrics) if name == "top5" else None
+        if problems or measured is None or note:
             verdict = NOT_COMPARABLE
         else:
             verdict = metric_verdict(measured - published, tol)
-        rows.append(MetricComparison(name, published, measured, verdict, tol))
+        rows.append(MetricComparison(name, published, measured, verdict, tol, note))
     if problems:
         return AccuracyComparison(NOT_COMPARABLE, tuple(problems), tuple(rows))
     verdicts = {row.verdict for row in rows}
     overall = BELOW if BELOW in verdicts else ABOVE if ABOVE in verdicts else REPRODUCED
     return AccuracyComparison(overall, (), tuple(rows))
+
+
+@dataclass(frozen=True)
+class HealthVerdict:
+    """``healthy`` / ``unhealthy`` / ``not checked``, with a line per finding."""
+
+    verdict: str
+    lines: tuple[str, ...] = ()
+
+
+def health_verdict(eval_metrics: dict | None) -> HealthVerdict:
+    """The evaluation's numerical health from ``eval.json``: non-finite logits / loss, activations out of range."""
+    eval_metrics = eval_metrics or {}
+    health = eval_metrics.get("health")
+    loss = eval_metrics.get("loss", 0.0)
+    if not isinstance(health, dict):
+        lines = ["eval.json has no health check (written before it existed: rerun dvc repro evaluate)"]
+        if eval_metrics and not _is_number(loss):
+            lines.insert(0, "the eval loss is not a finite number (null in eval.json)")
+        return HealthVerdict(UNHEALTHY if len(lines) > 1 else HEALTH_UNKNOWN, tuple(lines))
+    lines = list(health.get("problems") or [])
+    if not _is_number(loss) and not any("loss" in line for line in lines):
+        lines.insert(0, "the eval loss is not a finite number (null in eval.json)")
+    activations = {k: v for k, v in (health.get("max_abs_activation") or {}).items() if _is_number(v)}
+    if activations:
+        worst = max(activations, key=activations.get)
+        limit = health.get("max_abs_activation_limit")
+        lines.append(
+            f"largest |activation| {activations[worst]:.3g} at {worst}"
+            + (f" (limit {limit:g})" if _is_number(limit) else "")
+        )
+    ok = bool(health.get("ok")) and _is_number(loss)
+    return HealthVerdict(HEALTHY if ok else UNHEALTHY, tuple(lines))
 
 
 def _is_number(value) -> bool:

@@ -141,3 +141,72 @@ def _save(fig, path: str | os.PathLike) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+SCALING_STYLES = {"lambda-fast": COLORS["first"], "mhsa-global": COLORS["second"], "mhsa-local7x7": "#7f8c8d"}
+
+
+def scaling_plot(layer_rows: pd.DataFrame, model_rows: pd.DataFrame | None, path: str | os.PathLike) -> Path:
+    """Log-log time and memory against positions: one layer per contender (top), the whole models (bottom).
+
+    Columns of both frames: ``what``, ``positions``, ``side``, ``seconds``, ``saved_mb``; the legend gives each
+    line's fitted exponent (slope), and dotted guides show slopes 1 and 2.
+    """
+    from lambda_repro.profiling.scaling import fit_exponent
+
+    panels = [("layer", layer_rows)] + ([("model", model_rows)] if model_rows is not None and len(model_rows) else [])
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.8 * len(panels)), squeeze=False)
+    for row, (kind, frame) in enumerate(panels):
+        for col, (column, label) in enumerate(
+            (("seconds", "training step (s)"), ("saved_mb", "saved for backward (MB)"))
+        ):
+            ax = axes[row][col]
+            for i, (what, mine) in enumerate(frame.groupby("what", sort=False)):
+                mine = mine.sort_values("positions")
+                slope = fit_exponent(list(mine["positions"]), list(mine[column]))
+                shown = f"{what} (slope {slope:.2f})" if slope is not None else what
+                ax.loglog(mine["positions"], mine[column], "o-", color=SCALING_STYLES.get(what, _color(i)), label=shown)
+            lo, hi = frame["positions"].min(), frame["positions"].max()
+            anchor = frame[frame["positions"] == lo][column].min()
+            for slope, style in ((1, ":"), (2, "--")):
+                ax.loglog(
+                    [lo, hi],
+                    [anchor, anchor * (hi / lo) ** slope],
+                    style,
+                    color="#999999",
+                    lw=1,
+                    label=f"slope {slope}",
+                )
+            where = "one 64-channel layer" if kind == "layer" else "whole model"
+            ax.set_title(f"{where}: {label}")
+            ax.set_xlabel("positions (map side squared)" if kind == "layer" else "input positions (side squared)")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def layer_comparison_bars(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Per lambda-layer shape, training-step time and saved memory of each contender (log scale)."""
+    shapes = list(dict.fromkeys(zip(rows["channels"], rows["side"], rows["stride"], strict=True)))
+    contenders = list(dict.fromkeys(rows["contender"]))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    width = 0.8 / len(contenders)
+    for ax, (column, label, scale) in zip(
+        axes, (("seconds", "training step (ms)", 1000), ("saved_mb", "saved for backward (MB)", 1)), strict=True
+    ):
+        for i, kind in enumerate(contenders):
+            mine = rows[rows["contender"] == kind].set_index(["channels", "side", "stride"]).reindex(shapes)
+            xs = [j + (i - (len(contenders) - 1) / 2) * width for j in range(len(shapes))]
+            ax.bar(xs, mine[column] * scale, width, label=kind, color=SCALING_STYLES.get(kind, "#27ae60"))
+        ax.set_yscale("log")
+        ax.set_xticks(
+            range(len(shapes)),
+            [f"{c}ch {s}x{s}" + (" /2" if st == 2 else "") for c, s, st in shapes],
+            rotation=30,
+            ha="right",
+            fontsize=8,
+        )
+        ax.set_title(label)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    return _save(fig, path)

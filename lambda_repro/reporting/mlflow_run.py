@@ -3,13 +3,15 @@
 The run pointer and logging into the run are :mod:`lambda_repro.tracking.pipeline_run`'s
 (re-exported here). Every function returns a problem text instead of raising when the
 store cannot be used, so a report still renders from the metrics files and says why MLflow
-is missing.
+is missing; toward an HTTP server
+no read retries and each gives up after a few seconds (:mod:`lambda_repro.tracking.http_timeouts`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
+from lambda_repro.tracking.http_timeouts import short_http_requests
 from lambda_repro.tracking.pipeline_run import RunRef, log_to_run
 from lambda_repro.tracking.pipeline_run import read_run_pointer as read_run_ref
 
@@ -22,9 +24,10 @@ def search_run(ref: RunRef) -> tuple[pd.DataFrame | None, str | None]:
         import mlflow
 
         mlflow.set_tracking_uri(ref.tracking_uri)
-        runs = mlflow.search_runs(
-            experiment_names=[ref.experiment], filter_string=f"attributes.run_id = '{ref.run_id}'"
-        )
+        with short_http_requests(ref.tracking_uri):
+            runs = mlflow.search_runs(
+                experiment_names=[ref.experiment], filter_string=f"attributes.run_id = '{ref.run_id}'"
+            )
     except Exception as err:
         return None, f"MLflow store unavailable ({type(err).__name__}: {err})"
     if runs.empty:
@@ -54,10 +57,11 @@ def metric_history(ref: RunRef, keys: list[str]) -> tuple[pd.DataFrame | None, s
 
         client = MlflowClient(ref.tracking_uri)
         columns = {}
-        for key in keys:
-            history = client.get_metric_history(ref.run_id, key)
-            if history:
-                columns[key] = pd.Series({m.step: m.value for m in history})
+        with short_http_requests(ref.tracking_uri):
+            for key in keys:
+                history = client.get_metric_history(ref.run_id, key)
+                if history:
+                    columns[key] = pd.Series({m.step: m.value for m in history})
     except Exception as err:
         return None, f"MLflow history unavailable ({type(err).__name__}: {err})"
     if not columns:

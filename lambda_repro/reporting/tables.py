@@ -41,10 +41,16 @@ def published_table(counts: tuple[MetricComparison, MetricComparison], accuracy:
                 "published": f"{row.published:.3f}",
                 "measured": "-" if row.measured is None else f"{row.measured:.3f}",
                 "difference": "-" if row.delta is None else f"{row.delta:+.3f}",
-                "verdict": row.verdict if row.tolerance is None else f"{row.verdict} (tolerance ±{row.tolerance:g})",
+                "verdict": _accuracy_verdict(row),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _accuracy_verdict(row: MetricComparison) -> str:
+    if row.note:
+        return f"{row.verdict}: {row.note}"
+    return row.verdict if row.tolerance is None else f"{row.verdict} (tolerance ±{row.tolerance:g})"
 
 
 def _count_row(label: str, row: MetricComparison, fmt) -> dict:
@@ -67,14 +73,17 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
     kind = settings.get("memory_kind", "")
     memory_label = "process peak RSS" if kind == "cpu_peak_rss" else "CUDA max allocated" if kind else "peak"
     lines: list[tuple[str, dict[str, str], str]] = []
+    paired = (profile.get("ratios") or {}).get(models[0], {}) if len(models) > 1 else {}
 
-    def add(label: str, values: dict[str, float | None], fmt: str, ratio: bool = True) -> None:
+    def add(label: str, values: dict[str, float | None], fmt: str, ratio: bool = True, key: str = "") -> None:
         shown = {m: "-" if v is None else format(v, fmt) for m, v in values.items()}
         first, last = values.get(models[0]), values.get(models[-1])
         shown_ratio = f"{first / last:.2f}x" if ratio and len(models) > 1 and first and last else ""
+        if key in paired and not key.startswith("peak_memory"):
+            shown_ratio = shown_paired(paired[key])
         lines.append((label, shown, shown_ratio))
 
-    def spread(values: dict[str, dict | None], label: str) -> None:
+    def spread(values: dict[str, dict | None], label: str, key: str = "") -> None:
         shown, medians = {}, {}
         for m, stats in values.items():
             if stats is None or "median" not in stats:
@@ -84,6 +93,8 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
             shown[m] = f"{stats['median']:.2f} ({stats['p25']:.2f}-{stats['p75']:.2f}, n={stats['n']})"
         first, last = medians.get(models[0]), medians.get(models[-1])
         ratio = f"{first / last:.2f}x" if len(models) > 1 and first and last else ""
+        if ratio and key in paired:
+            ratio = shown_paired(paired[key])
         lines.append((label, shown, ratio))
 
     data = {m: profile.get(m, {}) for m in models}
@@ -92,13 +103,16 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
     add("FLOPs at 224 (G, = 2 x MACs)", {m: _scaled(d.get("flops"), 1e-9) for m, d in data.items()}, ".3f")
     batch_keys = _batch_keys(data, "train")
     for key in batch_keys:
-        spread({m: d.get("train", {}).get(key) for m, d in data.items()}, f"train img/s, batch {key[2:]} (median, IQR)")
+        label = f"train img/s, batch {key[2:]} (median, IQR)"
+        spread({m: d.get("train", {}).get(key) for m, d in data.items()}, label, f"train_img_s_{key}")
     for key in _batch_keys(data, "inference"):
         spread(
             {m: d.get("inference", {}).get(key) for m, d in data.items()},
             f"inference img/s, batch {key[2:]} (median, IQR)",
+            f"inference_img_s_{key}",
         )
-    add("latency batch 1, p50 (ms)", {m: d.get("latency_ms", {}).get("p50") for m, d in data.items()}, ".1f")
+    latency = {m: d.get("latency_ms", {}).get("p50") for m, d in data.items()}
+    add("latency batch 1, p50 (ms)", latency, ".1f", key="latency_ms")
     add("latency batch 1, p95 (ms)", {m: d.get("latency_ms", {}).get("p95") for m, d in data.items()}, ".1f")
     for phase in ("inference", "train"):
         add(
@@ -113,6 +127,14 @@ def profile_table(profile: dict, models: list[str]) -> pd.DataFrame:
     if len(models) == 1:
         frame = frame.drop(columns=[f"{models[0]} / {models[-1]}"])
     return frame
+
+
+def shown_paired(ratio: dict) -> str:
+    """``0.82x (95% 0.78-0.85, 5 pairs)``, marked when the interval is too wide to trust."""
+    if ratio.get("ratio") is None:
+        return ""
+    text = f"{ratio['ratio']:.2f}x (95% {ratio['ci_low']:.2f}-{ratio['ci_high']:.2f}, {ratio['n']} pairs)"
+    return text if ratio.get("trusted") else f"{text}: too wide to trust"
 
 
 def counts_of_published_model(profile: dict | None) -> tuple[int | None, int | None]:

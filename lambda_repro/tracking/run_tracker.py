@@ -30,9 +30,9 @@ from mlflow import MlflowClient
 
 from lambda_repro.tracking.buffer import RecordBuffer, new_session_name
 from lambda_repro.tracking.delivery import deliver, is_rejection, now_ms, open_run
+from lambda_repro.tracking.http_timeouts import lower_http_timeouts, restore_http_timeouts
 from lambda_repro.tracking.params import MAX_PARAM_VALUE_CHARS, flatten_params
 from lambda_repro.tracking.system_metrics import nvml_status, start_system_metrics
-from lambda_repro.tracking.uri import is_http
 
 _logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class RunTracker:
         self._offline_since: float | None = None
         self._warned_unavailable = False
         self._monitor = None
-        self._saved_env: dict[str, str | None] = {}
+        self._saved_env: list[str] = []  # the MLflow HTTP variables this tracker set
         self._lock = threading.Lock()
         self._ended = False
 
@@ -301,17 +301,8 @@ class RunTracker:
                     )
 
     def _lower_http_timeouts(self) -> None:
-        if not is_http(self.tracking_uri):
-            return
-        for name, value in (
-            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0"),
-            ("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.http_timeout_s)),
-        ):
-            if name not in os.environ:
-                self._saved_env[name] = None
-                os.environ[name] = value
+        self._saved_env = lower_http_timeouts(self.tracking_uri, self.http_timeout_s)
 
     def _restore_http_timeouts(self) -> None:
-        for name in self._saved_env:
-            os.environ.pop(name, None)
-        self._saved_env = {}
+        restore_http_timeouts(self._saved_env)
+        self._saved_env = []

@@ -3,13 +3,17 @@
 Joins the process group, opens the MLflow run on rank 0 (resuming the checkpoint's run),
 trains, and reports the outcome to the launcher (see :mod:`lambda_repro.training.outcome`).
 A crash exits non-zero so that torchrun restarts the group, which resumes from the last
-checkpoint.
+checkpoint; an error that a restart cannot cure is reported as a permanent failure instead,
+and the launcher ends the group (see :mod:`lambda_repro.training.supervise`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 from lambda_repro.distributed import init_distributed, shutdown_distributed
@@ -17,9 +21,12 @@ from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, write_run_point
 from lambda_repro.training import outcome
 from lambda_repro.training.recipe import TrainConfig, source_digest
 from lambda_repro.training.resume import recorded_run_id
+from lambda_repro.training.supervise import tie_to_launcher
 from lambda_repro.training.trainer import train
 
 MLFLOW_STATUS = {outcome.FINISHED: "FINISHED", outcome.PREEMPTED: "KILLED", outcome.FAILED: "FAILED"}
+# How long a worker with a permanent error waits for the launcher to end the group before exiting itself.
+LAUNCHER_GRACE_S = 60
 
 
 def open_tracker(config: TrainConfig):
@@ -46,7 +53,29 @@ def open_tracker(config: TrainConfig):
     return tracker, run_id
 
 
+def one_line(err: BaseException) -> str:
+    """The error's message on one line: a DataLoader worker's error carries the whole traceback, its cause last."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return lines[-1].split(": ", 1)[-1] if "Traceback" in str(err) else " ".join(lines)
+
+
+def report_permanent_failure(err: BaseException, rank: int) -> None:
+    """Tell the launcher that this error would recur on every restart, then wait for it to end the group.
+
+    The traceback goes to stderr, which the launcher keeps in its log file. Exiting at once
+    would let torchrun restart the group before the launcher reads the outcome.
+    """
+    traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    outcome.write_outcome(outcome.FAILED, f"{one_line(err)} (rank {rank}, {type(err).__name__})", permanent=True)
+    if os.environ.get(outcome.OUTCOME_ENV):
+        time.sleep(LAUNCHER_GRACE_S)
+
+
 def main(argv: list[str] | None = None) -> int:
+    tie_to_launcher()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path, help="a JSON file holding the TrainConfig")
     args = parser.parse_args(argv)
@@ -58,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
             tracker, run_id = open_tracker(config)
         result = train(config, context, tracker, run_id)
     except BaseException as err:
-        # A crash: torchrun restarts the group (up to distributed.max_restarts), which resumes.
         if tracker is not None:
             tracker.log_event("crash", f"{type(err).__name__}: {err}")
             tracker.end("FAILED")
+        if outcome.is_permanent(err) and os.environ.get(outcome.OUTCOME_ENV):
+            report_permanent_failure(err, context.rank)
+        # A crash: torchrun restarts the group (up to distributed.max_restarts), which resumes.
         raise
     finally:
         shutdown_distributed(context)

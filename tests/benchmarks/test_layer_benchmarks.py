@@ -31,10 +31,8 @@ import resource
 
 import pytest
 import torch
-from attention_contenders import GlobalSelfAttention, LocalSelfAttention  # beside this file
-from torch import nn
 
-from lambda_repro.models import LambdaLayer
+from lambda_repro.profiling.contenders import CONTENDERS, build_contender
 from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
 BATCH = int(os.environ.get("LAMBDA_BENCH_BATCH", "8"))
@@ -45,18 +43,7 @@ SHAPES = list(LAMBDA_RESNET50_LAYER_SHAPES)
 SHAPE_IDS = [f"c{c}-{s}x{s}-stride{st}" for c, st, s, _ in SHAPES]
 
 
-def build(kind: str, channels: int, stride: int) -> nn.Module:
-    if kind == "lambda-fast":
-        return LambdaLayer(channels, stride)
-    if kind == "lambda-reference":
-        return LambdaLayer(channels, stride, implementation="reference")
-    if kind == "conv3x3":
-        return nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
-    if kind == "mhsa-global":
-        return GlobalSelfAttention(channels, stride)
-    if kind == "mhsa-local7x7":
-        return LocalSelfAttention(channels, stride, window=7)
-    raise ValueError(kind)
+build = build_contender  # the library's contenders, shared with the profile stage's claims table
 
 
 def synchronize() -> None:
@@ -70,7 +57,7 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-@pytest.mark.parametrize("kind", ["lambda-fast", "lambda-reference", "conv3x3", "mhsa-global", "mhsa-local7x7"])
+@pytest.mark.parametrize("kind", CONTENDERS)
 @pytest.mark.parametrize("mode", ["forward", "forward+backward"])
 @pytest.mark.parametrize(("channels", "stride", "side", "count"), SHAPES, ids=SHAPE_IDS)
 def test_layer(benchmark, kind, mode, channels, stride, side, count):
