@@ -181,7 +181,8 @@ def test_an_experiment_compares_against_the_committed_baseline_and_both_checkpoi
     top1 = diff["metrics/eval.json"]["top1"]
     assert isinstance(top1["old"], float) and isinstance(top1["new"], float)  # the committed baseline's number
     params_diff = json.loads(run([dvc, "params", "diff", "--json"], repo, env).stdout)
-    assert params_diff["params.yaml"]["train.base_lr"] == {"old": 0.2, "new": 0.4}
+    changed = params_diff["params.yaml"]["train.base_lr"]
+    assert (changed["old"], changed["new"]) == (0.2, 0.4)
 
     from mlflow import MlflowClient
 
