@@ -101,7 +101,7 @@ def test_runs_of_an_experiment_set_are_read_from_mlflow_by_baseline_commit(tmp_p
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
 
     def tracked(model: str, seed: int, top1: float, rev: str, evaluated: bool = True) -> None:
-        tags = {"dataset": "fashion_mnist", "dvc.baseline_rev": rev}
+        tags = {"dataset": "Fashion-MNIST", "dataset.kind": "fashion_mnist", "dvc.baseline_rev": rev}
         with RunTracker(uri, "set", f"{model} seed{seed}", tags, tmp_path / "buffer", system_metrics=False) as run:
             params = {"model.name": model, "seed": seed, "train.epochs": 3, "evaluate.image_size": 32}
             if evaluated:

@@ -42,7 +42,8 @@ def runs_from_mlflow(tracking_uri: str, experiment: str, baseline_rev: str | Non
             "top1": top1,
             "top5": _number(row.get("params.eval.top5")),
             "model": row.get("params.model.name"),
-            "dataset": row.get("tags.dataset"),
+            # The kind ("imagenet", "fashion_mnist") decides comparability; the `dataset` tag is the display name.
+            "dataset": row.get("tags.dataset.kind") or row.get("tags.dataset"),
             "images": int(images) if images is not None else None,
             "resolution": int(resolution) if resolution is not None else None,
             "resize": eval_resize_size(int(resolution)) if resolution is not None else None,

@@ -186,7 +186,8 @@ def render_markdown(summary: VarianceSummary, tolerance: Tolerance | None = None
     if summary.difference:
         lines.append(
             f"**{PUBLISHED_MODEL} - {BASELINE_MODEL}**, paired by seed "
-            f"({len(summary.paired_seeds)} seeds: {', '.join(map(str, summary.paired_seeds))}):"
+            f"({len(summary.paired_seeds)} seed{'s' if len(summary.paired_seeds) != 1 else ''}: "
+            f"{', '.join(map(str, summary.paired_seeds))}):"
         )
         lines.append("")
         for metric, interval in summary.difference.items():
