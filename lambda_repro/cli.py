@@ -1,67 +1,36 @@
-"""Command line: ``lambda-repro summary`` prints the model family's counts beside the published table."""
+"""Command line: lambda-repro summary | validate | benchmark | predict | mlflow-replay (--help on each).
+
+Bad input (a missing file, a folder in the wrong layout, a checkpoint that does not fit)
+ends with one line on stderr and exit code 1, without a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from lambda_repro.models import create_model, list_models
-from lambda_repro.profiling import count_macs, count_params
-from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS
-
-SUMMARY_MODELS = (
-    "lambda_resnet26",
-    "lambda_resnet38",
-    "lambda_resnet50",
-    "lambda_resnet101",
-    "lambda_resnet152",
-    "resnet50",
-)
+from lambda_repro.commands import COMMANDS
+from lambda_repro.commands.errors import USER_ERRORS, one_line
 
 
-def summary_rows(names: tuple[str, ...], resolution: int) -> list[dict]:
-    rows = []
-    for name in names:
-        model = create_model(name)
-        macs = count_macs(model, (1, 3, resolution, resolution))
-        rows.append({"model": name, "params": count_params(model), "macs": macs})
-    return rows
-
-
-def format_summary(rows: list[dict], resolution: int) -> str:
-    lines = [
-        f"{'model':<18} {'params':>13} {'GMACs':>8} {'GFLOPs':>8}   published ({resolution}x{resolution})",
-        "-" * 72,
-    ]
-    for row in rows:
-        published = ""
-        if row["model"] == PUBLISHED_MODEL and resolution == 224:
-            same = row["params"] == PUBLISHED_PARAMS and row["macs"] == PUBLISHED_MACS_224
-            published = f"14.995M / 6.576G  {'exact match' if same else 'MISMATCH'}"
-        gmacs = row["macs"] / 1e9
-        lines.append(f"{row['model']:<18} {row['params']:>13,} {gmacs:>8.3f} {2 * gmacs:>8.3f}   {published}")
-    lines.append("MACs = multiply-accumulates (the published table's 'FLOPs'); GFLOPs = 2 x GMACs.")
-    return "\n".join(lines)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lambda-repro", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lambda-repro", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    summary = sub.add_parser("summary", help="params / MACs / FLOPs of the model family vs the published table")
-    summary.add_argument("--models", nargs="+", default=list(SUMMARY_MODELS), choices=list_models())
-    summary.add_argument("--resolution", type=int, default=224)
-    replay = sub.add_parser("mlflow-replay", help="load the MLflow records a run could not deliver (its buffer)")
-    replay.add_argument("buffer_dir", help="the tracker's buffer directory, e.g. metrics/mlflow_buffer")
-    replay.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI, else each run's own")
-    replay.add_argument("--all", action="store_true", help="also send what was delivered (into a fresh store)")
-    args = parser.parse_args(argv)
-    if args.command == "summary":
-        print(format_summary(summary_rows(tuple(args.models), args.resolution), args.resolution))
-    elif args.command == "mlflow-replay":
-        from lambda_repro.tracking import replay_buffer  # MLflow is slow to import; only this command needs it
-
-        print(replay_buffer(args.buffer_dir, args.tracking_uri, include_delivered=args.all))
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"lambda-repro {args.command}: error: {one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lambda-repro {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ SCHEMA: dict[str, Any] = {
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "prepare": ("seed", "data"),
     "train": ("seed", "model", "train", "distributed", "tracking"),
-    "evaluate": ("model", "evaluate", "tracking"),
+    "evaluate": ("model", "evaluate", "train", "distributed", "tracking"),
     "profile": ("model", "train", "profile"),
     "report": ("report", "tracking"),
 }
@@ -313,11 +313,12 @@ def _check_relations(
     if "train" in sections and "distributed" in sections:
         dist, train = params["distributed"], params["train"]
         world_size = dist["nproc_per_node"] * dist["nnodes"]
-        if train["global_batch"] % world_size:
+        accumulation = train["accumulation_steps"]
+        if train["global_batch"] % (world_size * accumulation):
             raise ParamError(
                 f"train.global_batch: must be divisible by the world size {world_size} "
-                f"(distributed.nproc_per_node {dist['nproc_per_node']} x distributed.nnodes {dist['nnodes']}), "
-                f"got {train['global_batch']} ({source})"
+                f"(distributed.nproc_per_node {dist['nproc_per_node']} x distributed.nnodes {dist['nnodes']}) "
+                f"x train.accumulation_steps ({accumulation}), got {train['global_batch']} ({source})"
             )
         if train["warmup_epochs"] > train["epochs"]:
             raise ParamError(

@@ -8,6 +8,7 @@ started without torchrun is a world of one, so the same code runs under ``python
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -110,6 +111,20 @@ def broadcast_object(value, context: DistributedContext):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def all_gather_object(value, context: DistributedContext) -> list:
+    """Every rank's ``value``, in rank order (``[value]`` for a single process)."""
+    if not context.distributed:
+        return [value]
+    gathered = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def node_name() -> str:
+    """This process's node, for messages: torchrun's node rank (``GROUP_RANK``) and the host name."""
+    return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()})"
 
 
 def broadcast_buffers(module: torch.nn.Module, context: DistributedContext) -> None:

@@ -9,12 +9,21 @@ health: non-finite logits or loss, per-stage max |activation|) into `--metrics-d
 into the pipeline's MLflow run (the one its `mlflow_run.json` names, else a new run): the
 scores as params, the health counts as metrics, the tags `dataset.name`, `dataset.kind`,
 `health.ok`, and an `unhealthy_eval` event when the health check fails.
+
+Sharded over `distributed.nproc_per_node` processes of this node (torchrun, the training's
+launcher; exact counts whatever the world size), with the loader workers, pin_memory,
+precision (`train.cpu_autocast` on CPU) and channels_last of the `train` section: the model
+is scored as it was trained. One process: in this process, no torchrun.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
@@ -23,14 +32,15 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
 
     use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
-import torch
-
-from lambda_repro.data import build_dataset, eval_resize_size, eval_transform, load_manifest
-from lambda_repro.data.manifest import dataset_name
-from lambda_repro.evaluation import evaluate, model_for_checkpoint
+from lambda_repro.data import eval_resize_size
+from lambda_repro.distributed import init_distributed
+from lambda_repro.evaluation.worker import MODULE, EvaluationJob, score_job
 from lambda_repro.metrics_files import info_path, write_metrics
+from lambda_repro.models import CheckpointError
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
+from lambda_repro.training import torchrun_command
+from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
 
@@ -38,38 +48,66 @@ METRICS_NAME = "eval.json"
 METRIC_KEYS = ("top1", "top5", "loss")  # eval.json; the rest (what was scored, how) goes to eval_info.json
 
 
+def evaluation_job(params: dict) -> EvaluationJob:
+    settings, train = params["evaluate"], params["train"]
+    return EvaluationJob(
+        checkpoint=settings["checkpoint"] or train["checkpoint"],
+        model=params["model"]["name"],
+        model_kwargs=model_options(params["model"]),
+        manifest=params["data"]["manifest"],
+        image_size=settings["image_size"],
+        batch_size=settings["batch_size"],
+        workers=train["workers"],
+        precision=train["precision"],
+        cpu_autocast=train["cpu_autocast"],
+        channels_last=train["channels_last"],
+        pin_memory=train["pin_memory"],
+        backend=params["distributed"]["backend"],
+    )
+
+
+def run_sharded(job: EvaluationJob, nproc: int) -> dict:
+    """The job over ``nproc`` torchrun processes of this node; rank 0's summed scores."""
+    with tempfile.TemporaryDirectory(prefix="lambda-repro-evaluate-") as tmp:
+        job_path, output = Path(tmp) / "job.json", Path(tmp) / "scores.json"
+        job_path.write_text(job.to_json(), encoding="utf-8")
+        command = torchrun_command(job_path, nproc_per_node=nproc, module=MODULE, extra_args=("--output", str(output)))
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        returncode = subprocess.run(command, env=env).returncode
+        if returncode != 0 or not output.is_file():
+            raise RuntimeError(f"evaluation workers failed (torchrun exit code {returncode}; see their errors above)")
+        return json.loads(output.read_text(encoding="utf-8"))
+
+
 def score(params: dict) -> dict:
-    settings = params["evaluate"]
-    checkpoint = settings["checkpoint"] or params["train"]["checkpoint"]
-    manifest = load_manifest(params["data"]["manifest"])
-    image_size = settings["image_size"]
-    val_set = build_dataset(manifest, "val", eval_transform(image_size))
-    model, loaded = model_for_checkpoint(
-        checkpoint, params["model"]["name"], manifest["classes"], **model_options(params["model"])
-    )
-    arch = loaded.get("arch")
-    if arch is not None and arch != params["model"]["name"]:
-        raise ParamError(f"model.name: {checkpoint} holds a {arch}, not a {params['model']['name']}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device)
-    scores = evaluate(
-        model, val_set, batch_size=settings["batch_size"], device=device, description="evaluate", health=True
-    )
+    job = evaluation_job(params)
+    nproc = params["distributed"]["nproc_per_node"]
+    problem = device_count_problem(nproc)
+    if problem:
+        raise ParamError(problem)
+    scores = score_job(job, init_distributed(job.backend)) if nproc == 1 else run_sharded(job, nproc)
+    if "error" in scores:
+        raise CheckpointError(scores["error"])
+    arch = scores.get("arch")
+    if arch is not None and arch != job.model:
+        raise ParamError(f"model.name: {job.checkpoint} holds a {arch}, not a {job.model}")
     return {
         "top1": round(scores["top1"], 4),
         "top5": round(scores["top5"], 4),
         # JSON has no NaN: a diverged model's loss is recorded as null.
         "loss": round(scores["loss"], 6) if math.isfinite(scores["loss"]) else None,
         "images": scores["images"],
-        "resolution": image_size,
-        "resize": eval_resize_size(image_size),
-        "checkpoint": str(checkpoint),
-        "model": params["model"]["name"],
-        "dataset": manifest["kind"],
-        "dataset_name": dataset_name(manifest),
-        "classes": len(manifest["classes"]),
-        "epochs_trained": loaded.get("epoch"),
+        "resolution": job.image_size,
+        "resize": eval_resize_size(job.image_size),
+        "checkpoint": str(job.checkpoint),
+        "model": job.model,
+        "dataset": scores["dataset"],
+        "dataset_name": scores["dataset_name"],
+        "classes": scores["classes"],
+        "epochs_trained": scores["epochs_trained"],
         "health": scores["health"],
+        "world_size": scores["world_size"],
     }
 
 

@@ -18,6 +18,7 @@ the pipeline's MLflow run when its `mlflow_run.json` names one.
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from dataclasses import asdict, replace
@@ -101,7 +102,7 @@ def run(params: dict, args) -> int:
         print(
             f"profile: {name}: {entry['params']:,} params, {entry['macs'] / 1e9:.3f} GMACs at 224; "
             f"train img/s {train}; inference img/s {infer}; latency p50 {entry['latency_ms']['p50']:.1f} ms; "
-            f"peak {entry['memory_kind']} {entry['peak_memory_mb']['train']:,.0f} MB"
+            f"peak {entry['memory_kind']} {entry['peak_memory_mb'].get('train', math.nan):,.0f} MB"
         )
     for name, mine in ratios.items():
         for key, r in mine.items():

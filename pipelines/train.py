@@ -31,6 +31,7 @@ from lambda_repro.tracking.model_logging import log_pytorch_model
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
 from lambda_repro.tracking.run_naming import run_name, run_tags
 from lambda_repro.training import TrainConfig, torchrun_command
+from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.outcome import EXIT_CODES, FAILED, FINISHED, OUTCOME_ENV, PREEMPTED
 from lambda_repro.training.recipe import model_options
 from lambda_repro.training.supervise import last_exception_line, supervise
@@ -144,6 +145,9 @@ def run(params: dict, args) -> int:
         raise ParamError(
             f"distributed.node_rank: must be < distributed.nnodes ({node['nnodes']}), got {node['node_rank']}"
         )
+    problem = device_count_problem(node["nproc_per_node"])
+    if problem:
+        raise ParamError(problem)
     config = TrainConfig.from_params(
         params,
         world_size=node["nproc_per_node"] * node["nnodes"],

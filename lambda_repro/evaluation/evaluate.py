@@ -30,6 +30,7 @@ def evaluate(
     device: torch.device,
     context: DistributedContext | None = None,
     workers: int = 0,
+    pin_memory: bool | None = None,
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
@@ -44,13 +45,14 @@ def evaluate(
     losses, per-stage max |activation| against ``max_abs_activation``).
 
     ``context`` shards the dataset over its ranks and sums the counts, so every rank returns
-    the same numbers. ``channels_last`` and ``autocast_dtype`` are the GPU settings (not run
-    here: no GPU on the development machine).
+    the same numbers: every image once, none twice, whatever the world size (no padding).
+    ``workers``, ``pin_memory`` (None: on CUDA), ``channels_last`` and ``autocast_dtype`` are
+    the GPU settings; each is tested forced on on CPU, and none has run on a GPU here.
     """
     if context is not None and context.distributed:
         dataset = Subset(dataset, shard_indices(len(dataset), context.rank, context.world_size))
-    cuda = device.type == "cuda"
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
+    pin_memory = device.type == "cuda" if pin_memory is None else pin_memory
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
     was_training = model.training
     model.eval()
     counts = TopKCounts()

@@ -1,4 +1,4 @@
-"""Loading and saving checkpoints, safely.
+"""Loading and saving checkpoints, safely, and building the model a checkpoint was trained as.
 
 Two formats load: a bare state dict, and a training dict whose ``state_dict`` entry holds
 the weights (the published file: ``state_dict`` with DataParallel's ``module.`` prefix,
@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lambda_repro.models._registry import create_model, list_models
 
 # Prefixes that wrappers add to every key: DataParallel / DDP, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -171,8 +173,56 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
     if wrong_shape:
         problems.append(f"wrongly shaped keys ({len(wrong_shape)}): {'; '.join(wrong_shape)}")
+    classifier = state_dict.get("fc.weight")
+    if "fc.weight" in expected and classifier is not None and classifier.shape[0] != expected["fc.weight"].shape[0]:
+        # The commonest mismatch (a 10-class checkpoint into a 1000-class model): say what fixes it.
+        problems.append(
+            f"hint: the checkpoint has {classifier.shape[0]} classes; build the model with "
+            f"num_classes={classifier.shape[0]}, or let model_from_checkpoint(path) build it"
+        )
     if problems:
         raise CheckpointError("checkpoint does not fit the model: " + " | ".join(problems))
+
+
+def checkpoint_num_classes(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """The number of outputs of a (prefix-stripped) state dict's classifier ``fc``."""
+    weight = state_dict.get("fc.weight")
+    if weight is None or weight.dim() != 2:
+        raise CheckpointError("checkpoint has no classifier weight 'fc.weight'; cannot tell its number of classes")
+    return int(weight.shape[0])
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike, arch: str | None = None, **model_kwargs: Any
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model ``path`` was trained as, load its weights, and return ``(model, checkpoint)``.
+
+    The architecture is the checkpoint's ``arch`` entry (ours and the published file record
+    it), or ``arch`` for a bare state dict; the number of classes is the classifier's rows.
+    ``checkpoint["classes"]`` holds the class names when the file records them (ours do; the
+    published file does not: its labels are the sorted ImageNet wnids). ``model_kwargs`` go to
+    :func:`create_model` (e.g. ``lambda_implementation``). The model is returned in eval mode.
+    """
+    checkpoint = read_checkpoint(path)
+    recorded = checkpoint.get("arch")
+    name = arch or recorded
+    if not name:
+        raise CheckpointError(f"{path} records no architecture ('arch'); name it, e.g. arch='lambda_resnet50'")
+    if name not in list_models():
+        raise CheckpointError(
+            f"{path}: architecture {name!r} is not a registered model; pass arch= one of {', '.join(list_models())}"
+        )
+    state_dict = strip_wrapper_prefixes(checkpoint["state_dict"])
+    num_classes = checkpoint_num_classes(state_dict)
+    classes = checkpoint.get("classes")
+    if classes is not None and len(classes) != num_classes:
+        raise CheckpointError(f"{path} records {len(classes)} class names but its classifier has {num_classes} outputs")
+    model = create_model(name, num_classes=num_classes, **model_kwargs)
+    check_state_dict(model, state_dict)
+    model.load_state_dict(state_dict, strict=True)
+    checkpoint["state_dict"] = state_dict
+    checkpoint["arch"] = name
+    return model.eval(), checkpoint
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:

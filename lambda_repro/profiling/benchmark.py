@@ -188,6 +188,7 @@ class ModelBench:
         self._kind: str | None = None  # "inference" or "train": the phase kind running now
         self._steps: dict[str, object] = {}
         self._failed: set[str] = set()
+        self._peaks: dict[str, float] = {}  # MiB per phase: the highest of its repetitions, each after a reset
 
     def phases(self) -> list[str]:
         config = self.config
@@ -208,6 +209,7 @@ class ModelBench:
         if kind != self._kind:
             self._enter(kind)
         first = phase not in self._steps
+        reset_peak(self.device)  # each batch size its own peak (on CPU the RSS high-water mark cannot reset)
         try:
             if first:
                 self._steps[phase] = self._make_step(phase)
@@ -229,6 +231,7 @@ class ModelBench:
                 self.optimizer.zero_grad(set_to_none=True)
             self.result[kind][phase.split("_", 1)[1]] = _out_of_memory(self.device)
             return None
+        self._peaks[phase] = max(self._peaks.get(phase, 0.0), peak_bytes(self.device) / 2**20)
         self.result["samples_s"].setdefault(phase, []).append(seconds)
         return seconds
 
@@ -248,7 +251,12 @@ class ModelBench:
                 }
             elif phase not in self._failed:
                 kind = phase.split("_", 1)[0]
-                self.result[kind][batch] = throughput(seconds, int(batch[2:]))
+                self.result[kind][batch] = {**throughput(seconds, int(batch[2:])), "peak_memory_mb": self._peaks[phase]}
+        # A kind's peak is its highest batch size's; an out-of-memory attempt is never a peak (absent if none fit).
+        for kind in ("inference", "train"):
+            fitted = [mb for phase, mb in self._peaks.items() if _kind_of(phase) == kind and phase not in self._failed]
+            if fitted:
+                self.result["peak_memory_mb"][kind] = max(fitted)
         self.result["gpu_timeline"] = self.sampler.samples
         if self.sampler.unavailable:
             self.result["gpu"] = {"unavailable": self.sampler.unavailable}
@@ -258,9 +266,7 @@ class ModelBench:
         return self.result
 
     def _enter(self, kind: str | None) -> None:
-        """Close the running kind (record its peak), open ``kind``."""
-        if self._kind is not None:
-            self.result["peak_memory_mb"][self._kind] = peak_bytes(self.device) / 2**20
+        """Close the running kind, open ``kind`` (peaks are read per repetition, in :meth:`run`)."""
         if kind == "train" and self._kind != "train":
             self.model.train()
             # The trained recipe's optimizer; a small lr keeps random-label steps finite (cost does not depend on it).
@@ -313,6 +319,10 @@ class ModelBench:
                 scaler.update()
 
         return train_step
+
+
+def _kind_of(phase: str) -> str:
+    return "train" if phase.startswith("train_") else "inference"
 
 
 def benchmark_model(name: str, config: BenchmarkConfig, model_kwargs: dict | None = None) -> dict:
@@ -408,7 +418,9 @@ def settings(config: BenchmarkConfig, load_before: float | None = None) -> dict:
 def _out_of_memory(device: torch.device) -> dict:
     """The record of a batch size that did not fit (CUDA OOM); frees the cache so the next size starts clean.
 
-    Meant for GPUs and not run on one in this project yet (on CPU the OS kills the process instead).
+    No peak is recorded for it: the allocator's peak of a failed attempt is where it gave up,
+    not what the size needs. Meant for GPUs and not run on one in this project yet (tested on
+    CPU with an injected OOM and a fake allocator; on CPU the OS usually kills the process).
     """
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -176,7 +176,9 @@ def _headline(accuracy: AccuracyComparison, counts_verdict: str, inputs: ReportI
         if row.measured is None:
             lines.append(f"{name}: not measured (published {row.published:.3f})")
         else:
-            lines.append(f"{name}: measured {row.measured:.3f} vs published {row.published:.3f} ({row.delta:+.3f})")
+            # The difference only means something for a comparable run.
+            delta = f" ({row.delta:+.3f})" if accuracy.comparable else ""
+            lines.append(f"{name}: measured {row.measured:.3f} vs published {row.published:.3f}{delta}")
         if row.note:
             lines[-1] += f"; {row.note}"
     if accuracy.comparable:

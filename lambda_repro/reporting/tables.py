@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS
-from lambda_repro.reporting.comparison import AccuracyComparison, MetricComparison
+from lambda_repro.reporting.comparison import NOT_COMPARABLE, AccuracyComparison, MetricComparison
 
 # As printed in the published table (its 14.995M truncates 14,995,848; its 6.576G rounds).
 PUBLISHED_LABELS = {PUBLISHED_PARAMS: "14.995M", PUBLISHED_MACS_224: "6.576G", 2 * PUBLISHED_MACS_224: "13.151G"}
@@ -40,7 +40,8 @@ def published_table(counts: tuple[MetricComparison, MetricComparison], accuracy:
                 "quantity": label,
                 "published": f"{row.published:.3f}",
                 "measured": "-" if row.measured is None else f"{row.measured:.3f}",
-                "difference": "-" if row.delta is None else f"{row.delta:+.3f}",
+                # A run that is not comparable has no meaningful difference to the published row.
+                "difference": "-" if row.delta is None or row.verdict == NOT_COMPARABLE else f"{row.delta:+.3f}",
                 "verdict": _accuracy_verdict(row),
             }
         )
@@ -146,7 +147,31 @@ def counts_of_published_model(profile: dict | None) -> tuple[int | None, int | N
 
 
 def key_value_table(values: dict, key: str = "item", value: str = "value") -> pd.DataFrame:
-    return pd.DataFrame([(k, "-" if v is None else str(v)) for k, v in values.items()], columns=[key, value])
+    return pd.DataFrame([(k, display_value(v)) for k, v in values.items()], columns=[key, value])
+
+
+def display_value(value) -> str:
+    """A value as a person reads it: floats rounded (0.8375043883919716 -> 0.8375), containers item by item."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return _rounded(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {display_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(display_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _rounded(value: float) -> str:
+    """3 decimals from 1 up (95.625, 160.235), 4 significant digits below (0.8375, 1.235e-05); whole numbers bare."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if abs(value) >= 1:
+        return f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{value:.4g}"
 
 
 def profiled_models(profile: dict | None) -> list[str]:

@@ -20,6 +20,9 @@ _RECIPE_PACKAGES = ("models", "data", "training")
 # these still resumes (more loader workers, a different tracking server, ...).
 _NOT_IN_FINGERPRINT = (
     "workers",
+    "persistent_workers",
+    "pin_memory",
+    "sync_every",
     "eval_batch_size",
     "checkpoint",
     "metrics_dir",
@@ -49,6 +52,11 @@ class TrainConfig:
     global_batch: int = setting(
         integer(minimum=1), 32, "images per step across all processes; lr = base_lr * global_batch / 256"
     )
+    accumulation_steps: int = setting(
+        integer(minimum=1),
+        1,
+        "micro-batches per optimizer step (fewer devices, same global batch: 256 = 1 x 8 x 32 = 2 x 4 x 32)",
+    )
     optimizer: str = setting(choice(lambda: OPTIMIZERS), "sgd", "sgd (published, with momentum) or adamw")
     base_lr: float = setting(number(gt=0), 0.2, "lr at global batch 256 (published: 0.1)")
     momentum: float = setting(number(ge=0, lt=1), 0.9, "SGD momentum (AdamW: beta1)")
@@ -61,8 +69,16 @@ class TrainConfig:
     precision: str = setting(
         choice(lambda: ("fp32", "bf16", "fp16")), "fp32", "autocast dtype on GPU: fp32, bf16 or fp16 (fp32 on CPU)"
     )
+    cpu_autocast: bool = setting(
+        boolean(), False, "honour train.precision on CPU too (slow; proves the GPU's autocast path on CPU)"
+    )
     channels_last: str | bool = setting(choice(lambda: ("auto", True, False)), "auto", "auto = on for CUDA")
     workers: int = setting(integer(minimum=0), 0, "DataLoader workers per process (0: load in the training process)")
+    persistent_workers: bool = setting(boolean(), False, "keep the loader workers alive across epochs (workers > 0)")
+    pin_memory: str | bool = setting(choice(lambda: ("auto", True, False)), "auto", "page-locked batches; auto = CUDA")
+    sync_every: int = setting(
+        integer(minimum=1), 1, "steps between host syncs of loss, counts, stop flag and NaN check (1: every step)"
+    )
     checkpoint: str = setting(path_param(), "checkpoints/last.pt", "the resumable checkpoint (kept across runs)")
     # Set by the stage from other sections (seed, model, distributed, evaluate, tracking) and its arguments.
     seed: int = 0
@@ -95,7 +111,8 @@ class TrainConfig:
 
     @property
     def per_process_batch(self) -> int:
-        return self.global_batch // self.world_size
+        """Images one process takes per micro-step (global batch over world size and accumulation steps)."""
+        return self.global_batch // (self.world_size * self.accumulation_steps)
 
     @property
     def peak_lr(self) -> float:

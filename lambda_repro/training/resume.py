@@ -13,6 +13,7 @@ an edit that may not touch the results.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lambda_repro.distributed import DistributedContext, all_gather_object, node_name
 from lambda_repro.models import CheckpointError, read_checkpoint, save_checkpoint
 from lambda_repro.models.checkpoint import strip_wrapper_prefixes, unwrap_model
 
@@ -133,3 +135,37 @@ def recorded_run_id(path: str | Path, fingerprint: str, code_digest: str) -> str
     if checkpoint.get("finished") and checkpoint.get("code_digest") != code_digest:
         return None
     return checkpoint.get("mlflow_run_id")
+
+
+def file_digest(path: str | Path) -> str | None:
+    """sha256 (first 16 hex digits) of the file's bytes; None when there is no file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def resume_disagreement(point: ResumePoint, path: str | Path, context: DistributedContext) -> str | None:
+    """None when every rank resumes from the same point; else one line naming what each node sees.
+
+    On node-local disks a node may miss the checkpoint (or hold an older one): that node
+    would start over while the others resume, and DDP would average diverging models. The
+    signature is (epoch, step in epoch, digest of the checkpoint file); one local rank per
+    node speaks for it (its ranks read the same disk).
+    """
+    digest = file_digest(path) if point.epoch or point.step_in_epoch or point.finished else None
+    signature = (point.epoch, point.step_in_epoch, digest)
+    seen = all_gather_object((node_name(), signature), context)
+    if len({sig for _, sig in seen}) == 1:
+        return None
+    by_node = {}
+    for node, (epoch, step, fingerprint) in seen:
+        by_node.setdefault(
+            node, f"epoch {epoch} step {step} of {fingerprint}" if fingerprint else "no checkpoint to resume"
+        )
+    views = "; ".join(f"{node}: {view}" for node, view in by_node.items())
+    return f"the nodes disagree on the resume point of {path} (node-local disks?): {views}; copy one checkpoint to all"

@@ -10,9 +10,9 @@ NaN / inf loss.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,17 +27,23 @@ from lambda_repro.distributed import DistributedContext, all_reduce_sum, broadca
 from lambda_repro.evaluation import evaluate
 from lambda_repro.models import create_model
 from lambda_repro.training import outcome
-from lambda_repro.training.determinism import ResumableDistributedSampler, SeededAugmentation
+from lambda_repro.training.determinism import EpochTaggedSampler, ResumableDistributedSampler, SeededAugmentation
+from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 from lambda_repro.training.faults import hooks_from_environment
 from lambda_repro.training.hooks import StepHooks
 from lambda_repro.training.metrics_files import write_history, write_summary
 from lambda_repro.training.optim import create_optimizer
 from lambda_repro.training.preemption import StopRequest
 from lambda_repro.training.recipe import TrainConfig, source_digest
-from lambda_repro.training.resume import ResumePoint, build_checkpoint, resume_from, write_checkpoint
+from lambda_repro.training.resume import (
+    ResumePoint,
+    build_checkpoint,
+    resume_disagreement,
+    resume_from,
+    write_checkpoint,
+)
 from lambda_repro.training.schedule import learning_rate
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # How an epoch's pass over the training shard ended.
 COMPLETED, STOPPED, DIVERGED = "completed", "stopped", "diverged"
 
@@ -93,9 +99,10 @@ class TrainingSetup:
     train_set: SeededAugmentation
     val_set: Dataset
     sampler: ResumableDistributedSampler
+    loader: DataLoader  # built once: persistent workers live across epochs
     classes: list[str]
-    batch: int  # per process
-    steps_per_epoch: int
+    batch: int  # per process and micro-step
+    steps_per_epoch: int  # optimizer steps
     total_steps: int
     warmup_steps: int
     device: torch.device
@@ -103,20 +110,6 @@ class TrainingSetup:
     channels_last: bool
     fingerprint: str
     code_digest: str
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype on CUDA (untested here: no GPU); fp32 on CPU, where bf16/fp16 autocast is slow."""
-    if device.type != "cuda":
-        if precision != "fp32":
-            warnings.warn(f"train.precision={precision} applies on GPU only; training in fp32 on CPU", stacklevel=2)
-        return None
-    return PRECISIONS[precision]
-
-
-def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """``auto``: channels_last on CUDA (tensor cores prefer NHWC; not run here: no GPU), off on CPU."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
 
 
 def zero_init_residual_branches(model: nn.Module) -> None:
@@ -138,18 +131,35 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingSetup:
     The model is wrapped in DDP later (:func:`wrap_for_distributed`), after resuming.
     """
     device = context.device
-    autocast_dtype = resolve_precision(config.precision, device)
+    autocast_dtype = resolve_precision(config.precision, device, config.cpu_autocast)
     channels_last = resolve_channels_last(config.channels_last, device)
-    batch = config.global_batch // context.world_size  # divisible: checked with the params
+    # Per process and micro-step; divisible: checked with the params.
+    batch = config.global_batch // (context.world_size * config.accumulation_steps)
 
     # Data: the manifest decides classes and files; its content is part of the recipe's fingerprint.
     manifest = load_manifest(config.manifest)
     train_set = SeededAugmentation(build_dataset(manifest, "train", train_transform(config.image_size)), config.seed)
     val_set = build_dataset(manifest, "val", eval_transform(config.image_size))
     sampler = ResumableDistributedSampler(
-        train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
+        train_set,
+        num_replicas=context.world_size,
+        rank=context.rank,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=True,
+        accumulation_steps=config.accumulation_steps,
+        micro_batch=batch,
     )
-    steps_per_epoch = len(sampler) // batch
+    steps_per_epoch = sampler.steps_per_epoch
+    loader = DataLoader(
+        train_set,
+        batch_size=batch,
+        sampler=EpochTaggedSampler(sampler),
+        num_workers=config.workers,
+        pin_memory=resolve_pin_memory(config.pin_memory, device),
+        persistent_workers=config.persistent_workers and config.workers > 0,
+        drop_last=True,
+    )
     if steps_per_epoch == 0:
         raise ValueError(
             f"train.global_batch ({config.global_batch}) is larger than the training set ({len(train_set)} images)"
@@ -172,11 +182,12 @@ def setup(config: TrainConfig, context: DistributedContext) -> TrainingSetup:
         model=model,
         ddp_model=model,
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=autocast_dtype is torch.float16),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         train_set=train_set,
         val_set=val_set,
         sampler=sampler,
+        loader=loader,
         classes=manifest["classes"],
         batch=batch,
         steps_per_epoch=steps_per_epoch,
@@ -239,6 +250,30 @@ def _agreed(flag: bool, context: DistributedContext) -> bool:
     return all_reduce_sum(torch.tensor([float(flag)]), context).item() > 0
 
 
+@dataclass
+class _Window:
+    """Steps since the last host sync: their losses stay on the device until :func:`_sync_window` reads them."""
+
+    steps: list[tuple[int, float]]  # (step in epoch, lr)
+    losses: list[torch.Tensor]  # per step: the sum of its micro-batch losses (non-finite if any is)
+
+
+def _sync_window(window: _Window, stop: StopRequest, context: DistributedContext) -> tuple[bool, int | None]:
+    """One all-reduce of the stop flag and each step's finiteness: ``(stop agreed, first bad index or None)``."""
+    stop_flag = torch.tensor([float(stop.requested)], dtype=torch.float64, device=context.device)
+    if window.losses:
+        bad_steps = (~torch.isfinite(torch.stack(window.losses))).to(torch.float64)  # still on the device
+        stop_flag = torch.cat([stop_flag, bad_steps.to(stop_flag.device)])
+    flags = stop_flag
+    summed = all_reduce_sum(flags, context)
+    bad = torch.nonzero(summed[1:] > 0)
+    return bool(summed[0] > 0), int(bad[0]) if len(bad) else None
+
+
+def _diverged_message(epoch: int, step_in_epoch: int, step: int, lr: float, loss: float) -> str:
+    return f"non-finite loss ({loss}) at epoch {epoch + 1}, step {step_in_epoch} (global step {step}, lr {lr:.4g})"
+
+
 def train_one_epoch(
     run: TrainingSetup,
     config: TrainConfig,
@@ -252,24 +287,28 @@ def train_one_epoch(
 ) -> EpochOutcome:
     """One pass over this rank's shard from step ``first_step`` of ``epoch`` (non-zero when resuming).
 
-    ``carried`` are the sums of the interrupted part of a resumed epoch. Ranks agree on stopping
-    before each forward pass (which changes BatchNorm statistics) and on a bad loss before the
-    backward pass would spread it into the weights.
+    ``carried`` are the sums of the interrupted part of a resumed epoch. A step is
+    ``train.accumulation_steps`` micro-batches; DDP all-reduces gradients on the last one
+    only (``no_sync`` on the others). Host syncs: with ``train.sync_every`` 1, ranks agree
+    on stopping before each step's forward pass (which changes BatchNorm statistics) and on
+    a bad loss before each backward pass would spread it into the weights. With N > 1 the
+    losses and counts stay on the device, and the stop flag and every step's finiteness are
+    agreed in one all-reduce every N steps (and at the epoch's end): a NaN is then found up
+    to N - 1 steps late (the weights in memory took it; nothing is saved) and is still
+    reported at its own step, the first non-finite one of the window.
     """
-    run.sampler.set_position(epoch, first_step * run.batch)
+    run.sampler.set_position(epoch, first_step * run.batch * config.accumulation_steps)
     run.train_set.set_epoch(epoch)
-    loader = DataLoader(
-        run.train_set,
-        batch_size=run.batch,
-        sampler=run.sampler,
-        num_workers=config.workers,
-        pin_memory=run.device.type == "cuda",
-        drop_last=True,
-    )
+    every_step = config.sync_every == 1
+    micro_steps = config.accumulation_steps
     counts = replace(carried)
+    # On the device, read once at the end: no host sync per step.
+    top1_sum = torch.tensor(counts.top1, dtype=torch.float64, device=run.device)
+    loss_sum = torch.tensor(counts.loss_sum, dtype=torch.float64, device=run.device)
     run.ddp_model.train()
     start = time.perf_counter()
     step_in_epoch, status, message = first_step, COMPLETED, ""
+    window = _Window([], [])
     bar = tqdm(
         total=run.steps_per_epoch,
         initial=first_step,
@@ -277,35 +316,74 @@ def train_one_epoch(
         disable=not (context.is_main and config.progress),
         leave=False,
     )
-    for images, targets in loader:
+    batches = iter(run.loader)
+    while True:
         step = epoch * run.steps_per_epoch + step_in_epoch
-        hooks.before_step(step)
-        if _agreed(stop.requested, context):
-            status = STOPPED
+        at_end = step_in_epoch == run.steps_per_epoch
+        if not at_end:
+            hooks.before_step(step)
+        if every_step and not at_end:
+            if _agreed(stop.requested, context):
+                status = STOPPED
+                break
+        elif not every_step and (step_in_epoch == first_step or at_end or len(window.steps) == config.sync_every):
+            # Also before a pass's first step: a stop that came during the last epoch's final window.
+            stopped, bad = _sync_window(window, stop, context)
+            if bad is not None:
+                bad_step, bad_lr = window.steps[bad]
+                loss_value = window.losses[bad].item() / micro_steps
+                status = DIVERGED
+                message = _diverged_message(epoch, bad_step, epoch * run.steps_per_epoch + bad_step, bad_lr, loss_value)
+                break
+            if window.steps:
+                bar.set_postfix(loss=f"{window.losses[-1].item() / micro_steps:.3f}", lr=f"{window.steps[-1][1]:.3g}")
+            window = _Window([], [])
+            if stopped and not at_end:
+                status = STOPPED
+                break
+        if at_end:
             break
         lr = learning_rate(step, run.total_steps, config.peak_lr, run.warmup_steps)
-        logits, loss = _forward(run, images, targets, lr)
-        loss = hooks.on_loss(step, loss)
-        if _agreed(not torch.isfinite(loss).item(), context):
-            status = DIVERGED
-            message = (
-                f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, step {step_in_epoch} "
-                f"(global step {step}, lr {lr:.4g})"
-            )
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        run.optimizer.zero_grad(set_to_none=True)
+        step_loss = None
+        for micro in range(micro_steps):
+            images, targets = next(batches)
+            last = micro == micro_steps - 1
+            # Gradients are all-reduced on the step's last micro-batch only.
+            wrapped = run.ddp_model is not run.model
+            with run.ddp_model.no_sync() if wrapped and not last else contextlib.nullcontext():
+                logits, loss, targets = _forward(run, images, targets)
+                loss = hooks.on_loss(step, loss)
+                if every_step and _agreed(not torch.isfinite(loss).item(), context):
+                    status = DIVERGED
+                    message = _diverged_message(epoch, step_in_epoch, step, lr, loss.item())
+                    break
+                run.scaler.scale(loss / micro_steps if micro_steps > 1 else loss).backward()
+            with torch.no_grad():
+                counts.images += targets.shape[0]
+                top1_sum += (logits.argmax(dim=1) == targets).sum()
+                loss_sum += loss.detach().double() * targets.shape[0]
+                step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+        if status == DIVERGED:
             break
-        _backward(run, loss)
-        with torch.no_grad():
-            counts.images += targets.shape[0]
-            counts.top1 += (logits.argmax(dim=1) == targets).sum().item()
-            counts.loss_sum += loss.item() * targets.shape[0]
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        if every_step:
+            bar.set_postfix(loss=f"{step_loss.item() / micro_steps:.3f}", lr=f"{lr:.3g}")
+        else:
+            window.steps.append((step_in_epoch, lr))
+            window.losses.append(step_loss)
         step_in_epoch += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
     bar.close()
+    del batches  # stops the workers of an interrupted pass (persistent ones restart with the next epoch)
     if status == DIVERGED:
         return EpochOutcome(DIVERGED, step_in_epoch, message=message)
     seconds = time.perf_counter() - start
     counts.seconds += seconds
+    counts.top1, counts.loss_sum = top1_sum.item(), loss_sum.item()
     images_done, top1_done, loss_done, _ = all_reduce_sum(
         torch.tensor(counts.as_list(), dtype=torch.float64), context
     ).tolist()
@@ -313,9 +391,7 @@ def train_one_epoch(
     return EpochOutcome(status, step_in_epoch, totals, seconds)
 
 
-def _forward(run: TrainingSetup, images: torch.Tensor, targets: torch.Tensor, lr: float):
-    for group in run.optimizer.param_groups:
-        group["lr"] = lr
+def _forward(run: TrainingSetup, images: torch.Tensor, targets: torch.Tensor):
     images = images.to(run.device, non_blocking=True)
     targets = targets.to(run.device, non_blocking=True)
     if run.channels_last:
@@ -323,14 +399,7 @@ def _forward(run: TrainingSetup, images: torch.Tensor, targets: torch.Tensor, lr
     with torch.autocast(run.device.type, dtype=run.autocast_dtype, enabled=run.autocast_dtype is not None):
         logits = run.ddp_model(images)
         loss = run.criterion(logits, targets)
-    return logits, loss
-
-
-def _backward(run: TrainingSetup, loss: torch.Tensor) -> None:
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
+    return logits, loss, targets
 
 
 def end_of_epoch(
@@ -351,6 +420,8 @@ def end_of_epoch(
         batch_size=config.eval_batch_size,
         device=run.device,
         context=context,
+        workers=config.workers,
+        pin_memory=resolve_pin_memory(config.pin_memory, run.device),
         channels_last=run.channels_last,
         autocast_dtype=run.autocast_dtype,
         progress=config.progress,
@@ -449,6 +520,7 @@ def log_derived_params(run: TrainingSetup, config: TrainConfig, context: Distrib
             "derived.peak_lr": config.peak_lr,
             "derived.world_size": context.world_size,
             "derived.per_process_batch": run.batch,
+            "derived.accumulation_steps": config.accumulation_steps,
             "derived.steps_per_epoch": run.steps_per_epoch,
             "derived.channels_last": run.channels_last,
             "derived.autocast": str(run.autocast_dtype),
@@ -469,6 +541,11 @@ def train(config: TrainConfig, context: DistributedContext, tracker=None, run_id
     point = resume_from(
         config.checkpoint, run.fingerprint, run.code_digest, run.model, run.optimizer, run.scaler, log=log
     )
+    # Node-local disks: every rank must resume from the same point, or none trains (before anything is written).
+    disagreement = resume_disagreement(point, config.checkpoint, context)
+    if disagreement:
+        log(disagreement)
+        return TrainResult(outcome.FAILED, disagreement)
     if point.epoch or point.step_in_epoch:
         log(f"resuming from {config.checkpoint}: epoch {point.epoch + 1}, step {point.step_in_epoch}")
     if point.finished:

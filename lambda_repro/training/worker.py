@@ -16,6 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
+
 from lambda_repro.distributed import init_distributed, shutdown_distributed
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, write_run_pointer
 from lambda_repro.training import outcome
@@ -81,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(config.backend)
+    if context.device.type == "cuda":
+        # Fixed input shapes: let cuDNN pick its fastest kernels (this process is ours, not the library's).
+        torch.backends.cudnn.benchmark = True
     tracker, run_id = None, None
     try:
         if context.is_main and config.tracking:
