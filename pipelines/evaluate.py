@@ -3,10 +3,11 @@
 Reads the `model`, `evaluate` and `tracking` sections (and `data.manifest`). The checkpoint is
 `evaluate.checkpoint`: the trained one by default, or any other file, the published one
 included. Preprocessing: resize the short side to round(image_size * 256 / 224), center crop
-image_size (256 / 224 at the published resolution). Writes `eval.json` into `--metrics-dir`
-(with the dataset's kind and name, and the model's numerical health: non-finite logits or
-loss, per-stage max |activation|) and logs into the pipeline's MLflow run (the one its
-`mlflow_run.json` names, else a new run): metrics, the tags `dataset.name`, `dataset.kind`,
+image_size (256 / 224 at the published resolution). Writes `eval.json` (top-1, top-5, loss) and
+`eval_info.json` (what was scored and how, the dataset's kind and name, the model's numerical
+health: non-finite logits or loss, per-stage max |activation|) into `--metrics-dir`, and logs
+into the pipeline's MLflow run (the one its `mlflow_run.json` names, else a new run): the
+scores as params, the health counts as metrics, the tags `dataset.name`, `dataset.kind`,
 `health.ok`, and an `unhealthy_eval` event when the health check fails.
 
 Sharded over `distributed.nproc_per_node` processes of this node (torchrun, the training's
@@ -27,10 +28,14 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
+
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
 from lambda_repro.data import eval_resize_size
 from lambda_repro.distributed import init_distributed
 from lambda_repro.evaluation.worker import MODULE, EvaluationJob, score_job
+from lambda_repro.metrics_files import info_path, write_metrics
 from lambda_repro.models import CheckpointError
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
@@ -40,6 +45,7 @@ from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
 
 METRICS_NAME = "eval.json"
+METRIC_KEYS = ("top1", "top5", "loss")  # eval.json; the rest (what was scored, how) goes to eval_info.json
 
 
 def evaluation_job(params: dict) -> EvaluationJob:
@@ -119,16 +125,18 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
     )
     health = metrics["health"]
     with tracker:
-        scores = {"eval_top1": metrics["top1"], "eval_top5": metrics["top5"], "eval_loss": metrics["loss"]}
-        scores.update(health_metrics(health))
-        tracker.log_metrics({k: v for k, v in scores.items() if v is not None})
-        tracker.log_params({"evaluate.checkpoint_used": metrics["checkpoint"]})
+        # Params, not metrics: MLflow draws every metric as a chart, and one value would push the curves down.
+        scores = {f"eval.{key}": metrics[key] for key in (*METRIC_KEYS, "images")}
+        tracker.log_params({**scores, "evaluate.checkpoint_used": metrics["checkpoint"]})
+        # The health check's counts stay metrics (i14): a failed check is worth a chart.
+        tracker.log_metrics({k: v for k, v in health_metrics(health).items() if v is not None})
         tracker.set_tags(
             {"dataset.name": metrics["dataset_name"], "dataset.kind": metrics["dataset"], "health.ok": health["ok"]}
         )
         if not health["ok"]:
             tracker.log_event("unhealthy_eval", "; ".join(health["problems"]))
         tracker.log_artifact(metrics_dir / METRICS_NAME, "metrics")
+        tracker.log_artifact(info_path(metrics_dir / METRICS_NAME), "metrics")
 
 
 def health_metrics(health: dict) -> dict[str, float]:
@@ -149,7 +157,8 @@ def run(params: dict, args) -> int:
     metrics = score(params)
     metrics_dir = Path(args.metrics_dir)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    (metrics_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    numbers = {key: metrics[key] for key in METRIC_KEYS}
+    write_metrics(metrics_dir / METRICS_NAME, numbers, info={k: v for k, v in metrics.items() if k not in numbers})
     print(
         f"evaluate: {metrics['model']} from {metrics['checkpoint']} on "
         f"{metrics['images']} {metrics['dataset_name']} val images "

@@ -15,6 +15,9 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
+
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
 from lambda_repro.data import DataError
 from lambda_repro.data.fashion_mnist import DEBIAN_DIR, FashionMnistSpec

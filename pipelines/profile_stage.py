@@ -1,23 +1,23 @@
 """DVC stage `profile`: counts, throughput, latency and memory of the model and its ResNet-50 baseline.
 
-Not named `profile.py`: every `python pipelines/<stage>.py` has pipelines/ on sys.path, where
+Not named `profile.py`: every `python3 pipelines/<stage>.py` has pipelines/ on sys.path, where
 such a file would shadow the standard library's `profile` module (cProfile, imported by torch,
 imports it) and break every stage.
 
 Reads the `model` and `profile` sections of params.yaml (and `train.optimizer`, the training
 step's optimizer). Each model is measured in its own spawned process, their repetitions
 interleaved (see `lambda_repro.profiling.interleaved`); then, in this process, the claims'
-evidence (layers, scaling, loader: `lambda_repro.profiling.evidence`). Writes `profile.json`
-(per model; `ratios`: model / baseline with 95% intervals; `evidence`; `settings` says how it
+evidence (layers, scaling, loader: `lambda_repro.profiling.evidence`). Writes `profile.json` (the
+model's headline numbers: DVC metrics) and `profile_info.json` (per model; `ratios`: model /
+baseline with 95% intervals; `evidence`; `settings` says how it
 was measured) and `profile_gpu_timeline.csv` (NVML samples; only a header without a GPU) into
-`--metrics-dir`, and logs the flat metrics into the pipeline's MLflow run when its
-`mlflow_run.json` names one.
+`--metrics-dir`, and logs the headline figures and ratios (params `profile.<model>.<figure>`) and the files into
+the pipeline's MLflow run when its `mlflow_run.json` names one.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import sys
 import time
@@ -26,13 +26,18 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
 
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
+
+from lambda_repro.metrics_files import info_path, write_metrics
 from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
     BenchmarkConfig,
     benchmark_models,
-    flat_profile_metrics,
-    flat_ratio_metrics,
+    profile_params,
+    profile_summary,
+    ratio_params,
     settings,
     timeline_rows,
 )
@@ -81,8 +86,8 @@ def run(params: dict, args) -> int:
     profile_settings = {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s}
     profile_settings.update(models_wall_s=models_wall_s, evidence=asdict(evidence_config))
     profile = {"settings": profile_settings, **results, "ratios": ratios, "evidence": evidence}
-    profile_path.parent.mkdir(parents=True, exist_ok=True)
-    profile_path.write_text(json.dumps(profile, indent=2) + "\n")
+    # The model's headline numbers are the DVC metrics; every figure and setting is in the info file.
+    write_metrics(profile_path, profile_summary(results[model["name"]]), info=profile)
     with timeline_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TIMELINE_COLUMNS)
         writer.writeheader()
@@ -110,7 +115,7 @@ def run(params: dict, args) -> int:
     for part, data in evidence.items():
         print(f"profile: evidence {part} in {data['wall_s']:.0f} s")
     print(
-        f"profile: wrote {profile_path} and {timeline_path} in {wall_s:.0f} s "
+        f"profile: wrote {profile_path}, {info_path(profile_path)} and {timeline_path} in {wall_s:.0f} s "
         f"({config.threads} CPU threads; load average before {load_before})"
     )
 
@@ -119,8 +124,9 @@ def run(params: dict, args) -> int:
     if ref is None:
         print(f"profile: {pointer} names no MLflow run; metrics only in {profile_path}")
         return 0
-    metrics = {**flat_profile_metrics(results), **flat_ratio_metrics(ratios)}
-    problem = log_to_run(ref, metrics, buffer_dir=metrics_dir / "mlflow_buffer")
+    artifacts = [(path, "metrics") for path in (profile_path, info_path(profile_path), timeline_path)]
+    params = {**profile_params(results), **ratio_params(ratios)}
+    problem = log_to_run(ref, params=params, artifacts=artifacts, buffer_dir=metrics_dir / "mlflow_buffer")
     print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {ref.run_id}")
     return 0
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
+
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
 from lambda_repro.reporting import ReportConfig, build_report
 from pipelines._stage import ParamError, stage

@@ -19,25 +19,70 @@ from pathlib import Path
 
 if __name__ == "__main__" and not __package__:  # a script: import from the project root (see _stage.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+    from pipelines._interpreter import use_project_interpreter
 
+    use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
+
+from lambda_repro.data import load_manifest
+from lambda_repro.evaluation import model_for_checkpoint
 from lambda_repro.models import CheckpointError, read_checkpoint
 from lambda_repro.tracking.git_info import git_tags
+from lambda_repro.tracking.model_logging import log_pytorch_model
+from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
+from lambda_repro.tracking.run_naming import run_name, run_tags
 from lambda_repro.training import TrainConfig, torchrun_command
 from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.outcome import EXIT_CODES, FAILED, FINISHED, OUTCOME_ENV, PREEMPTED
+from lambda_repro.training.recipe import model_options
 from lambda_repro.training.supervise import last_exception_line, supervise
 from pipelines._stage import ParamError, fail, stage
 
 
-def tracking_settings(tracking: dict) -> dict:
-    """The MLflow run the workers open (rank 0)."""
+def tracking_settings(params: dict) -> dict:
+    """The MLflow run the workers open (rank 0): named after what runs, tagged with the commit and DVC experiment."""
+    tracking = params["tracking"]
+    manifest = load_manifest(params["data"]["manifest"])
+    recipe = {
+        "model": params["model"]["name"],
+        "dataset": manifest.get("name") or manifest["kind"],
+        "epochs": params["train"]["epochs"],
+        "seed": params["seed"],
+    }
+    # `dvc exp run` names the experiment in the environment of its stages.
+    experiment = os.environ.get("DVC_EXP_NAME")
     return {
         "uri": tracking["uri"],
         "experiment": tracking["experiment"],
         "system_metrics": tracking["system_metrics"],
         "system_metrics_interval_s": tracking["system_metrics_interval_s"],
-        "tags": {**git_tags(), "pipeline.stage": "train"},
+        "run_name": run_name(**recipe, experiment=experiment),
+        "tags": {
+            **git_tags(),
+            **run_tags(**recipe, experiment=experiment, baseline_rev=os.environ.get("DVC_EXP_BASELINE_REV")),
+            "pipeline.stage": "train",
+        },
     }
+
+
+def log_results(config: TrainConfig, params: dict) -> None:
+    """Into the run: the metrics files, and the trained model as an MLflow model (never fatal)."""
+    metrics_dir = Path(config.metrics_dir)
+    ref = read_run_pointer(metrics_dir / RUN_POINTER_NAME)
+    if ref is None:
+        return
+    files = [metrics_dir / name for name in ("train.json", "train_info.json", "train_history.csv")]
+    problem = log_to_run(ref, artifacts=[(p, "metrics") for p in files], buffer_dir=metrics_dir / "mlflow_buffer")
+    if problem:
+        print(f"train: MLflow: {problem}")
+        return
+    try:
+        classes = load_manifest(config.manifest)["classes"]
+        model, _ = model_for_checkpoint(config.checkpoint, config.model, classes, **model_options(params["model"]))
+        uri = log_pytorch_model(ref, model, config.image_size)
+    except Exception as err:  # the store is optional: the checkpoint is the result
+        print(f"train: MLflow: logging the model failed: {type(err).__name__}: {err}")
+        return
+    print(f"train: model logged to MLflow as {uri}")
 
 
 def node_settings(distributed: dict) -> dict:
@@ -107,7 +152,7 @@ def run(params: dict, args) -> int:
         params,
         world_size=node["nproc_per_node"] * node["nnodes"],
         metrics_dir=args.metrics_dir,
-        tracking=tracking_settings(params["tracking"]),
+        tracking=tracking_settings(params) if Path(params["data"]["manifest"]).is_file() else None,
     )
     if not Path(config.manifest).is_file():
         raise ParamError(f"data.manifest: file not found: {config.manifest} (run the prepare stage first)")
@@ -125,6 +170,8 @@ def run(params: dict, args) -> int:
     if result is None:
         return fail("train", "the workers exited without reporting an outcome")
     print(f"train: {result['message']}")
+    if node["node_rank"] == 0 and config.tracking:
+        log_results(config, params)
     return 0
 
 

@@ -34,6 +34,7 @@ from mlflow import MlflowClient
 
 from lambda_repro.data.prepare import prepare_synthetic
 from lambda_repro.data.synthetic import SyntheticSpec
+from lambda_repro.metrics_files import read_metrics
 from lambda_repro.models import read_checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -128,7 +129,7 @@ def explain(result: subprocess.CompletedProcess) -> str:
 
 def final_state(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     checkpoint = read_checkpoint(run_dir / "checkpoints" / "last.pt")
-    summary = json.loads((run_dir / "metrics" / "train.json").read_text())
+    summary = read_metrics(run_dir / "metrics" / "train.json")  # with train_info.json
     history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in checkpoint["history"]]
     return checkpoint, {k: v for k, v in summary.items() if k not in TIMING_KEYS}, history
 

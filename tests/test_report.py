@@ -388,7 +388,11 @@ def test_profile_stage_writes_profile_and_timeline(tmp_path):
     params_for(tmp_path, model={"name": "lambda_resnet26"}, profile=profile)
     done = run_stage("profile_stage.py", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    profile = json.loads((tmp_path / "metrics" / "profile.json").read_text())
+    # profile.json: the model's few headline numbers (DVC metrics); profile_info.json: everything.
+    headline = json.loads((tmp_path / "metrics" / "profile.json").read_text())
+    assert list(headline) == ["train_img_s", "infer_img_s", "latency_ms", "peak_mb"]
+    assert all(isinstance(v, int | float) for v in headline.values())
+    profile = json.loads((tmp_path / "metrics" / "profile_info.json").read_text())
     assert [k for k in profile if k != "settings"] == ["lambda_resnet26", "resnet50", "ratios", "evidence"]
     ratios = profile["ratios"]["lambda_resnet26"]
     assert set(ratios) >= {"train_img_s_bs2", "inference_img_s_bs2", "latency_ms", "peak_memory_mb_train"}
@@ -401,6 +405,7 @@ def test_profile_stage_writes_profile_and_timeline(tmp_path):
     assert set(scaling["layer"]["exponents"]) == {"lambda-fast", "mhsa-global", "mhsa-local7x7"}
     assert profile["evidence"]["loader"]["images_per_s_per_worker"]["median"] > 0
     assert "lambda_resnet26 / resnet50 train_img_s_bs2:" in done.stdout
+    assert headline["train_img_s"] == round(profile["lambda_resnet26"]["train"]["bs2"]["median"], 3)
     assert profile["resnet50"]["params"] == 25_557_032 and profile["resnet50"]["macs_resolution"] == 224
     assert profile["lambda_resnet26"]["train"]["bs2"]["n"] == 2
     assert profile["settings"]["baseline"] == "resnet50" and profile["settings"]["memory_kind"] == "cpu_peak_rss"
@@ -464,10 +469,12 @@ def test_report_reads_the_mlflow_run_and_logs_itself_into_it(tmp_path):
     assert logged == {"report/report.md", "report/report.html", "report/claims.json", "report/figures"}
     metrics = client.get_run(run_id).data.metrics
     assert metrics["claims/params"] == 1.0 and metrics["claims/scaling_time"] == 1.0  # the claims table as metrics
-    assert metrics["profile/lambda_resnet50/ratio_train_img_s_bs8"] == 0.24
-    # The profile stage had not logged into this run: the report did.
-    assert metrics["profile/lambda_resnet50/params"] == 14_995_848
-    assert metrics["profile/resnet50/train_img_s_bs8"] == 8.875
+    params = client.get_run(run_id).data.params
+    # The profile stage had not logged into this run: the report did, as params (summaries, not charts).
+    assert params["profile.lambda_resnet50.params_m"] == "14.996"
+    assert params["profile.resnet50.train_img_s"] == "8.875"
+    assert params["profile.lambda_resnet50.ratio_train_img_s_bs8"] == "0.24"
+    assert not any(key.startswith("profile") for key in metrics)
 
 
 def test_lambda_formulation_is_shown_with_what_auto_ran():

@@ -12,6 +12,9 @@ from lambda_repro.profiling.profile_metrics import (
     TIMELINE_COLUMNS,
     flat_profile_metrics,
     flat_ratio_metrics,
+    profile_params,
+    profile_summary,
+    ratio_params,
     timeline_rows,
 )
 
@@ -25,6 +28,9 @@ __all__ = [
     "flat_profile_metrics",
     "flat_ratio_metrics",
     "paired_ratios",
+    "profile_params",
+    "profile_summary",
+    "ratio_params",
     "reference_formulation",
     "settings",
     "timeline_rows",

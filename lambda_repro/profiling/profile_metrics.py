@@ -50,6 +50,50 @@ def flat_ratio_metrics(ratios: dict[str, dict[str, dict]], prefix: str = "profil
     return flat
 
 
+def profile_summary(entry: dict) -> dict[str, float | None]:
+    """The profiled model's few headline figures for ``metrics/profile.json`` (DVC metrics).
+
+    Training throughput at the first training batch size, inference at the largest one, batch-1
+    latency p50 and the training peak memory; the rest (counts, spreads, other batches, the
+    baseline, settings) is in ``profile_info.json``. Four, so that ``dvc metrics show`` stays narrow.
+    """
+
+    def median(phase: str, which: int) -> float | None:
+        batches = list(entry.get(phase, {}).values())
+        stats = batches[which] if batches else {}
+        return round(stats["median"], 3) if "median" in stats else None  # None: e.g. out of memory
+
+    return {
+        "train_img_s": median("train", 0),
+        "infer_img_s": median("inference", -1),
+        "latency_ms": round(entry["latency_ms"]["p50"], 2) if "p50" in entry.get("latency_ms", {}) else None,
+        "peak_mb": round(entry["peak_memory_mb"]["train"]) if "train" in entry.get("peak_memory_mb", {}) else None,
+    }
+
+
+def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[str, float | None]:
+    """``{"profile.<model>.<figure>": value}``: each model's counts and :func:`profile_summary`, as MLflow params.
+
+    Params, not metrics: one value per run is a summary, and MLflow draws every metric as a chart,
+    which would push the learning curves down.
+    """
+    params: dict[str, float | None] = {}
+    for model, entry in results.items():
+        counts = {
+            "params_m": round(entry["params"] / 1e6, 3) if entry.get("params") is not None else None,
+            "gmacs": round(entry["macs"] / 1e9, 3) if entry.get("macs") is not None else None,
+        }
+        for key, value in {**counts, **profile_summary(entry)}.items():
+            if value is not None:
+                params[f"{prefix}.{model}.{key}"] = value
+    return params
+
+
+def ratio_params(ratios: dict[str, dict[str, dict]], prefix: str = "profile") -> dict[str, float]:
+    """:func:`flat_ratio_metrics` as MLflow params (``profile.<model>.ratio_<quantity>``): summaries, not charts."""
+    return {key.replace("/", "."): value for key, value in flat_ratio_metrics(ratios, prefix).items()}
+
+
 def timeline_rows(results: dict[str, dict]) -> list[dict]:
     """The GPU samples of every model on one time axis: each model's samples follow the previous model's."""
     rows: list[dict] = []

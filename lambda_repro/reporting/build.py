@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lambda_repro.profiling.profile_metrics import flat_profile_metrics, flat_ratio_metrics
+from lambda_repro.profiling.profile_metrics import profile_params, ratio_params
 from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS, PUBLISHED_TOP1, PUBLISHED_TOP5
 from lambda_repro.reporting import figures
 from lambda_repro.reporting.claims import claims_metrics, count_and_accuracy_claims, layer_claims, scaling_claims
@@ -147,14 +147,17 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
 
     if config.log_to_mlflow and run is not None and runs is not None:
         metrics = claims_metrics(claims)
-        logged = any(c.startswith("metrics.profile/") for c in runs.columns)
+        params = {}
+        logged = any(c.startswith("params.profile.") for c in runs.columns)
         if inputs.profile and not logged:  # the profile stage could not log (e.g. it ran before this run existed)
-            metrics.update(flat_profile_metrics({m: inputs.profile[m] for m in profiled_models(inputs.profile)}))
-            metrics.update(flat_ratio_metrics(inputs.profile.get("ratios") or {}))
+            params = profile_params({m: inputs.profile[m] for m in profiled_models(inputs.profile)})
+            params.update(ratio_params(inputs.profile.get("ratios") or {}))
         artifacts = [(markdown_path, "report"), (html_path, "report"), (claims_path, "report")] + [
             (p, "report/figures") for p in drawn
         ]
-        problem = log_to_run(run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer")
+        problem = log_to_run(
+            run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer", params=params
+        )
         notes.append(f"MLflow: {problem}" if problem else f"report logged to MLflow run {run.run_id}")
     return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes, claims_path)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from lambda_repro.metrics_files import read_metrics
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME
 
 TRAIN = "train.json"
@@ -30,7 +30,7 @@ class ReportInputs:
 
 
 def load_inputs(metrics_dir: str | os.PathLike) -> ReportInputs:
-    """Read ``metrics/{train,eval,profile}.json``, the training history and the GPU timeline."""
+    """Read ``metrics/{train,eval,profile}.json`` (each with its ``_info.json``), the history and the GPU timeline."""
     metrics_dir = Path(metrics_dir)
     inputs = ReportInputs()
     inputs.train = _read_json(metrics_dir / TRAIN, inputs.missing)
@@ -44,7 +44,7 @@ def load_inputs(metrics_dir: str | os.PathLike) -> ReportInputs:
 
 def _read_json(path: Path, missing: list[str]) -> dict | None:
     try:
-        data = json.loads(path.read_text())
+        data = read_metrics(path)  # with its _info.json beside it
     except FileNotFoundError:
         missing.append(f"{path.as_posix()} (missing)")
         return None

@@ -16,6 +16,9 @@ from lambda_repro.tracking.uri import artifact_location
 # Tag on every run the tracker creates: the id the caller was given. When MLflow was
 # unreachable at start that id is local; a later resume or replay finds the run by it.
 LOCAL_RUN_ID_TAG = "lambda_repro.local_run_id"
+# MLflow 3's UI shows an experiment of this kind as training runs (the run list, metric charts), not as
+# a GenAI app (traces, an overview of judges); its values are the UI's ExperimentKind enum.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 BATCH_SIZE = 100  # MLflow's limit of params / tags per log_batch
 MAX_METRICS_PER_BATCH = 1000
 
@@ -62,11 +65,16 @@ def open_run(client: MlflowClient, tracking_uri: str, record: dict[str, Any]) ->
 
 
 def ensure_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """The experiment's id, creating it as a model-training experiment (see :data:`EXPERIMENT_KIND`)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the kind was set, or by someone else
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+        return client.create_experiment(
+            name, artifact_location=artifact_location(tracking_uri, name), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except MlflowException as err:
         # Another process created it between the lookup and here.
         if err.error_code != "RESOURCE_ALREADY_EXISTS":

@@ -48,8 +48,9 @@ def log_to_run(
     metrics: dict[str, float] | None = None,
     artifacts: list[tuple[str | os.PathLike, str | None]] = (),
     buffer_dir: str | os.PathLike = "metrics/mlflow_buffer",
+    params: dict | None = None,
 ) -> str | None:
-    """Log ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; returns a problem text or ``None``.
+    """Log ``params``, ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; a problem text or ``None``.
 
     ``buffer_dir`` keeps what could not be delivered (see :class:`~lambda_repro.tracking.RunTracker`).
     """
@@ -61,6 +62,8 @@ def log_to_run(
         )
         tracker.start()
         try:
+            if params:
+                tracker.log_params(params)
             if metrics:
                 tracker.log_metrics(metrics)
             for path, artifact_dir in artifacts:

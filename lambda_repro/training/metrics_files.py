@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
+from lambda_repro.metrics_files import write_metrics
+
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_top1", "lr", "img_per_s", "val_top1", "val_top5", "epoch_s")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
@@ -30,6 +24,23 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+# The summary's entries compared across runs (DVC metrics), under the short names train.json gives them;
+# the other entries (world size, batch, lr: settings) go to train_info.json.
+SUMMARY_METRICS = {
+    "epochs": "epochs",
+    "final_train_loss": "train_loss",
+    "final_val_top1": "top1",
+    "final_val_top5": "top5",
+    "best_val_top1": "best_top1",
+    "img_per_s": "img_per_s",
+    "wall_s": "wall_s",
+}
+
+
 def write_summary(path: str | os.PathLike, summary: dict) -> None:
-    """``metrics/train.json``: flat, so ``dvc metrics show`` lists every entry."""
-    _atomic_write(Path(path), json.dumps(summary, indent=2) + "\n")
+    """``metrics/train.json`` (the numbers of :data:`SUMMARY_METRICS`, short names) and ``train_info.json``."""
+    numbers = {short: summary.get(key) for key, short in SUMMARY_METRICS.items()}
+    if isinstance(numbers["img_per_s"], float):
+        numbers["img_per_s"] = round(numbers["img_per_s"], 2)
+    info = {key: value for key, value in summary.items() if key not in SUMMARY_METRICS}
+    write_metrics(path, numbers, info)

@@ -513,8 +513,7 @@ def finish(run_point: ResumePoint, config: TrainConfig, context: DistributedCont
     if context.is_main:
         write_summary(Path(config.metrics_dir) / "train.json", summary)
     if tracker is not None:
-        final = {k if k.startswith("final_") else f"final_{k}": v for k, v in summary.items()}
-        tracker.log_metrics({k: v for k, v in final.items() if isinstance(v, int | float)})
+        # No final_* metrics: they repeat the curves' last points (one-point charts in MLflow's UI).
         # The trained weights, browsable and downloadable beside the run's metrics.
         tracker.log_artifact(config.checkpoint, artifact_path="checkpoints")
     return TrainResult(outcome.FINISHED, f"trained {config.epochs} epochs", summary)
