@@ -175,9 +175,13 @@ class RowBlockContraction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_q = torch.empty_like(q_rows) if need_q else None
         grad_spectra = torch.zeros_like(spectra) if need_spectra else None
-        grad_toeplitz = torch.zeros_like(toeplitz) if need_toeplitz else None
+        depth = spectra.shape[1]
+        bins, rows, slice_columns_size = toeplitz.shape[0], toeplitz.shape[1], toeplitz.shape[2] // depth
+        # One contiguous gradient per intra-depth slice: a batched GEMM accumulated into a
+        # column slice of grad_toeplitz (strided) falls back to one small GEMM per frequency.
+        grad_toeplitz_slices = toeplitz.new_zeros(depth, bins, rows, slice_columns_size) if need_toeplitz else None
         grad_shared = torch.zeros_like(shared) if need_shared else None
-        work = _Workspace(toeplitz, shared, width, block, backward=True, depth=spectra.shape[1])
+        work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
         for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
             lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)[: stop - start]
             grad = grad_out[start:stop]
@@ -204,10 +208,13 @@ class RowBlockContraction(torch.autograd.Function):
                 size = slice_columns.shape[1]
                 part = slice(u * size, (u + 1) * size)
                 if need_toeplitz:
-                    grad_toeplitz[:, :, part].baddbmm_(grad_product, slice_columns.transpose(1, 2))
+                    grad_toeplitz_slices[u].baddbmm_(grad_product, slice_columns.transpose(1, 2))
                 if need_spectra:  # overlapping blocks read the same rows: their gradients add up
                     torch.bmm(toeplitz[:, :, part].transpose(1, 2), grad_product, out=work.grad_columns)
                     grad_columns[u].add_(work.grad_columns)
+        grad_toeplitz = None
+        if need_toeplitz:  # (u, f, rows, cols) -> (f, rows, (u, cols)), the layout of toeplitz
+            grad_toeplitz = grad_toeplitz_slices.permute(1, 2, 0, 3).reshape(toeplitz.shape)
         return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None
 
 
