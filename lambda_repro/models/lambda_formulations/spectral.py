@@ -33,6 +33,33 @@ from torch.autograd.function import once_differentiable
 
 from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 
+FFT_MIN_WIDTH = 96
+"""Rows at least this wide are transformed by a real FFT instead of a DFT GEMM: the GEMM costs
+``~2*bins`` multiply-adds per lambda entry, growing with the width, the FFT ``O(log W)``."""
+
+
+def uses_fft(width: int) -> bool:
+    return width >= FFT_MIN_WIDTH
+
+
+def fft_length(minimum: int) -> int:
+    """The smallest 5-smooth length ``>= minimum`` (fast FFT sizes; any length >= W + r//2 is exact)."""
+    length = minimum
+    while True:
+        rest = length
+        for prime in (2, 3, 5):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return length
+        length += 1
+
+
+def circular_length(width: int, kernel_width: int) -> int:
+    """Circular length of the row transform: ``W + r//2`` leaves room for the kernel (no wrap-around)."""
+    minimum = width + kernel_width // 2
+    return fft_length(minimum) if uses_fft(width) else minimum
+
 
 def row_block(height: int) -> int:
     """Output rows per block-Toeplitz block: a divisor of ``height`` near 4 (measured best on CPU)."""
@@ -51,9 +78,13 @@ class RowDFT:
     a cross-correlation (phase ``+2*pi*f*(dx - pad)/L``).
     """
 
-    def __init__(self, width: int, kernel_width: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self, width: int, kernel_width: int, dtype: torch.dtype, device: torch.device, length: int | None = None
+    ) -> None:
         pad = kernel_width // 2
-        length = width + pad
+        length = width + pad if length is None else length
+        assert length >= width + pad, "a shorter circular length wraps the kernel around"
+        self.length = length
         self.bins = length // 2 + 1
         freqs = torch.arange(self.bins, dtype=torch.float64, device=device)
         phase = (2 * math.pi / length) * torch.outer(torch.arange(width, dtype=torch.float64, device=device), freqs)
@@ -109,6 +140,47 @@ class _Workspace:
             self.grad_columns = shared.new_empty(bins, toeplitz.shape[-1] // depth, columns)
 
 
+def _hermitian_weight(bins: int, length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``w_f / L``: how much each kept bin of a real signal's spectrum weighs in its inverse."""
+    weight = torch.full((bins, 1), 2.0 / length, dtype=dtype, device=device)
+    weight[0] = 1.0 / length
+    if length % 2 == 0:
+        weight[-1] = 1.0 / length
+    return weight
+
+
+def _fft_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)  # no bf16 / fp16 FFT on CPU
+
+
+def inverse_rows_fft(product: torch.Tensor, width: int, length: int, out: torch.Tensor) -> torch.Tensor:
+    """``out = inverse @ product`` by an inverse real FFT: product ``(2*bins, M)`` rows (f, re/im), out ``(W, M)``."""
+    bins = product.shape[0] // 2
+    spectrum = product.view(bins, 2, -1).permute(2, 0, 1).to(_fft_dtype(product.dtype)).contiguous()
+    rows = torch.fft.irfft(torch.view_as_complex(spectrum), n=length)[:, :width]  # irfft drops DC/Nyquist imag
+    return out.copy_(rows.t())
+
+
+def inverse_rows_fft_adjoint(grad: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
+    """``out = inverse.T @ grad`` by a forward real FFT: grad ``(W, M)``, out ``(2*bins, M)``."""
+    bins = out.shape[0] // 2
+    spectrum = torch.view_as_real(torch.fft.rfft(grad.t().to(_fft_dtype(grad.dtype)), n=length))  # (M, f, 2)
+    spectrum = spectrum * _hermitian_weight(bins, length, spectrum.dtype, spectrum.device)
+    return out.view(bins, 2, -1).copy_(spectrum.permute(1, 2, 0))
+
+
+def _inverse_rows(inverse: torch.Tensor, product: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
+    if length:
+        return inverse_rows_fft(product, inverse.shape[0], length, out)
+    return torch.mm(inverse, product, out=out)
+
+
+def _inverse_rows_adjoint(inverse: torch.Tensor, grad: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
+    if length:
+        return inverse_rows_fft_adjoint(grad, length, out)
+    return torch.mm(inverse.t(), grad, out=out)
+
+
 def _row_block_lambdas(
     toeplitz: torch.Tensor,
     spectra: torch.Tensor,
@@ -116,6 +188,7 @@ def _row_block_lambdas(
     shared: torch.Tensor,
     block_index: int,
     work: _Workspace,
+    fft_length: int = 0,
 ) -> torch.Tensor:
     """Whole lambdas (shared part added) of one block of rows: ``(block*W*N, k, v)``, rows (row, x, N)."""
     block, width, n, key_dim, value_dim = work.lambdas.shape
@@ -125,7 +198,7 @@ def _row_block_lambdas(
             torch.bmm(part, columns, out=work.product)
         else:
             work.product.baddbmm_(part, columns)
-    torch.mm(inverse, work.product.view(inverse.shape[1], -1), out=work.spatial)  # (x, k, i, N, v)
+    _inverse_rows(inverse, work.product.view(inverse.shape[1], -1), fft_length, work.spatial)  # (x, k, i, N, v)
     # One pass: reorder to (row, x, N, k, v) and add the shared lambda.
     spatial = work.spatial.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
     torch.add(spatial, shared, out=work.lambdas)
@@ -154,22 +227,22 @@ class RowBlockContraction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q_rows, spectra, toeplitz, inverse, shared, height: int, width: int, block: int):
+    def forward(ctx, q_rows, spectra, toeplitz, inverse, shared, height: int, width: int, block: int, length: int):
         n, _, value_dim = shared.shape
         work = _Workspace(toeplitz, shared, width, block, backward=False)
         out = q_rows.new_empty(q_rows.shape[0], q_rows.shape[1], value_dim)
         for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)
+            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)
             torch.bmm(q_rows[start:stop], lambdas[: stop - start], out=out[start:stop])
         ctx.save_for_backward(q_rows, spectra, toeplitz, inverse, shared)
-        ctx.dims = (height, width, block)
+        ctx.dims = (height, width, block, length)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         q_rows, spectra, toeplitz, inverse, shared = ctx.saved_tensors
-        height, width, block = ctx.dims
+        height, width, block, length = ctx.dims
         n, key_dim, value_dim = shared.shape
         need_q, need_spectra, need_toeplitz, _, need_shared = ctx.needs_input_grad[:5]
         grad_out = grad_out.contiguous()
@@ -183,7 +256,7 @@ class RowBlockContraction(torch.autograd.Function):
         grad_shared = torch.zeros_like(shared) if need_shared else None
         work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
         for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work)[: stop - start]
+            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)[: stop - start]
             grad = grad_out[start:stop]
             if need_q:
                 torch.bmm(grad, lambdas.transpose(1, 2), out=grad_q[start:stop])
@@ -200,7 +273,7 @@ class RowBlockContraction(torch.autograd.Function):
             # Back through the reorder and the inverse DFT (the workspace's buffers are free again).
             spatial = work.spatial.view(width, key_dim, block, n, value_dim)
             spatial.copy_(grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4))
-            grad_product = torch.mm(inverse.t(), work.spatial, out=work.product.view(inverse.shape[1], -1))
+            grad_product = _inverse_rows_adjoint(inverse, work.spatial, length, work.product.view(inverse.shape[1], -1))
             grad_product = grad_product.view(work.product.shape)
             columns = _block_columns(spectra, toeplitz, index * block)
             grad_columns = _block_columns(grad_spectra, toeplitz, index * block) if need_spectra else None
@@ -215,7 +288,7 @@ class RowBlockContraction(torch.autograd.Function):
         grad_toeplitz = None
         if need_toeplitz:  # (u, f, rows, cols) -> (f, rows, (u, cols)), the layout of toeplitz
             grad_toeplitz = grad_toeplitz_slices.permute(1, 2, 0, 3).reshape(toeplitz.shape)
-        return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None
+        return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None, None
 
 
 def _row_ranges(block: int, height: int, row_size: int) -> list[tuple[int, int]]:
@@ -232,14 +305,20 @@ class SpectralOperands:
         heads = queries.shape[1]
         kernel = reachable_taps(weight.reshape(key_dim, depth, r, r), height, width)
         ry, rx = kernel.shape[-2:]
-        dft = RowDFT(width, rx, values.dtype, values.device)
+        length = circular_length(width, rx)
+        dft = RowDFT(width, rx, values.dtype, values.device, length)
+        self.fft_length = length if uses_fft(width) else 0
         bins, pad_y = dft.bins, ry // 2
         self.block = row_block(height)
         self.blocks = -(-height // self.block)
         self.span = self.block + ry - 1
         # Row spectra of every value map, laid out (f, u, row, re/im, N*v) with zero rows above
         # and below the map, so that the input rows of each output block are a plain view.
-        spectra = values.reshape(n, depth, value_dim, height, width) @ dft.forward
+        rows = values.reshape(n, depth, value_dim, height, width)
+        if self.fft_length:
+            spectra = torch.view_as_real(torch.fft.rfft(rows.to(_fft_dtype(rows.dtype)), n=length)).to(rows.dtype)
+        else:
+            spectra = rows @ dft.forward
         spectra = spectra.view(n, depth, value_dim, height, bins, 2).permute(4, 1, 3, 5, 0, 2)
         spectra = spectra.reshape(bins, depth, height, 2, n * value_dim)
         self.spectra = F.pad(spectra, (0, 0, 0, 0, pad_y, self.blocks * self.block + ry - 1 - height - pad_y))
@@ -267,7 +346,7 @@ def lambda_output_spectral(
     """
     ops = SpectralOperands(queries, values, content, weight, bias, height, width)
     out = RowBlockContraction.apply(
-        ops.q_rows, ops.spectra, ops.toeplitz, ops.inverse, ops.shared, height, width, ops.block
+        ops.q_rows, ops.spectra, ops.toeplitz, ops.inverse, ops.shared, height, width, ops.block, ops.fft_length
     )
     return out.view(ops.output_shape).permute(1, 2, 3, 0)
 
