@@ -209,3 +209,10 @@ def test_autocast_gives_finite_outputs_and_gradients(implementation, dtype):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for name, p in layer.named_parameters():
         assert torch.isfinite(p.grad).all(), name
+
+
+def test_batch_of_one_same_function_and_gradients_float64():
+    """A batch of 1 gives the query rows permuted strides; the spectral backward once wrote its
+    query gradient into a buffer with those strides, in row slices, and got it wrong."""
+    reference, fast = twin_layers(8, 1, "spectral", torch.float64)
+    assert_same_function(reference, fast, torch.randn(1, 8, 4, 13, dtype=torch.float64), 1e-10)

@@ -166,7 +166,8 @@ def inverse_rows_fft_adjoint(grad: torch.Tensor, length: int, out: torch.Tensor)
     bins = out.shape[0] // 2
     spectrum = torch.view_as_real(torch.fft.rfft(grad.t().to(_fft_dtype(grad.dtype)), n=length))  # (M, f, 2)
     spectrum = spectrum * _hermitian_weight(bins, length, spectrum.dtype, spectrum.device)
-    return out.view(bins, 2, -1).copy_(spectrum.permute(1, 2, 0))
+    out.view(bins, 2, -1).copy_(spectrum.permute(1, 2, 0))
+    return out
 
 
 def _inverse_rows(inverse: torch.Tensor, product: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
@@ -246,7 +247,8 @@ class RowBlockContraction(torch.autograd.Function):
         n, key_dim, value_dim = shared.shape
         need_q, need_spectra, need_toeplitz, _, need_shared = ctx.needs_input_grad[:5]
         grad_out = grad_out.contiguous()
-        grad_q = torch.empty_like(q_rows) if need_q else None
+        # Contiguous, whatever q_rows' strides (a batch of 1 makes them permuted): written in row slices.
+        grad_q = q_rows.new_empty(q_rows.shape) if need_q else None
         grad_spectra = torch.zeros_like(spectra) if need_spectra else None
         depth = spectra.shape[1]
         bins, rows, slice_columns_size = toeplitz.shape[0], toeplitz.shape[1], toeplitz.shape[2] // depth
