@@ -211,8 +211,26 @@ def test_autocast_gives_finite_outputs_and_gradients(implementation, dtype):
         assert torch.isfinite(p.grad).all(), name
 
 
-def test_batch_of_one_same_function_and_gradients_float64():
-    """A batch of 1 gives the query rows permuted strides; the spectral backward once wrote its
-    query gradient into a buffer with those strides, in row slices, and got it wrong."""
-    reference, fast = twin_layers(8, 1, "spectral", torch.float64)
-    assert_same_function(reference, fast, torch.randn(1, 8, 4, 13, dtype=torch.float64), 1e-10)
+@pytest.mark.parametrize("implementation", ["spectral", "dense", "auto"])
+@pytest.mark.parametrize("shape", [(4, 13), (7, 7)])
+def test_batch_of_one_same_function_and_gradients_float64(implementation, shape):
+    """A batch of 1 gives tensors size-1 strides that fool layout checks. The spectral backward once
+    wrote its query gradient into a buffer with the queries' permuted strides and got it wrong; the
+    dense path handed BatchNorm a gradient whose strides torch's CPU BatchNorm backward misreads
+    (input gradient off by ~140%, see models/gradient_layout.py)."""
+    reference, fast = twin_layers(8, 1, implementation, torch.float64)
+    assert_same_function(reference, fast, torch.randn(1, 8, *shape, dtype=torch.float64), 1e-10)
+
+
+def test_canonical_gradient_copies_only_misleading_strides():
+    from lambda_repro.models.gradient_layout import canonical_gradient
+
+    x = torch.randn(1, 8, 4, 13, dtype=torch.float64, requires_grad=True)
+    misleading = torch.empty_strided((1, 8, 4, 13), (8, 1, 104, 8), dtype=torch.float64)
+    misleading.copy_(torch.randn(1, 8, 4, 13, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(canonical_gradient(x), x, misleading)
+    assert grad.stride() == (416, 52, 13, 1)
+    assert torch.equal(grad, misleading)
+    plain = torch.randn(1, 8, 4, 13, dtype=torch.float64)
+    (same,) = torch.autograd.grad(canonical_gradient(x), x, plain)
+    assert same.data_ptr() == plain.data_ptr()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lambda_repro.models.gradient_layout import canonical_gradient
 from lambda_repro.models.lambda_conv import LambdaConv
 from lambda_repro.models.lambda_formulations.chooser import (
     IMPLEMENTATIONS,
@@ -111,8 +112,12 @@ class LambdaLayer(nn.Module):
         n, c, h, w = x.shape
         split = [self.heads * self.key_dim, self.key_dim * self.intra_depth, self.value_dim * self.intra_depth]
         q, k, v = torch.split(self.conv_qkv(x), split, dim=1)
-        q = self.norm_q(q).reshape(n, self.heads, self.key_dim, h * w)
-        v = self.norm_v(v).reshape(n, self.intra_depth, self.value_dim, h * w)
+        q, v = self.norm_q(q), self.norm_v(v)
+        if not in_graph_capture():
+            # BatchNorm's CPU backward is wrong on some gradient strides at batch 1 (gradient_layout).
+            q, v = canonical_gradient(q), canonical_gradient(v)
+        q = q.reshape(n, self.heads, self.key_dim, h * w)
+        v = v.reshape(n, self.intra_depth, self.value_dim, h * w)
         k = torch.softmax(k.reshape(n, self.intra_depth, self.key_dim, h * w), dim=-1)
 
         content_lambda = torch.einsum("bukm,buvm->bkv", k, v)
