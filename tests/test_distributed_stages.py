@@ -20,6 +20,7 @@ import yaml
 
 from lambda_repro.data.prepare import prepare_synthetic
 from lambda_repro.data.synthetic import SyntheticSpec
+from lambda_repro.metrics_files import read_metrics
 from lambda_repro.models import create_model, read_checkpoint, save_checkpoint
 from lambda_repro.training.determinism import ResumableDistributedSampler
 from lambda_repro.training.launch import device_count_problem
@@ -142,7 +143,7 @@ def test_one_process_accumulating_two_steps_trains_the_weights_of_two_processes(
     for key in parameters:
         torch.testing.assert_close(b["state_dict"][key], a["state_dict"][key], rtol=1e-5, atol=1e-6, msg=key)
     assert a["history"][0]["train_loss"] == pytest.approx(b["history"][0]["train_loss"], rel=1e-5)
-    assert json.loads((one / "metrics" / "train.json").read_text())["world_size"] == 1
+    assert read_metrics(one / "metrics" / "train.json")["world_size"] == 1
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_two_process_evaluation_counts_exactly_what_one_process_counts(manifest,
             evaluate={"checkpoint": str(checkpoint)},
         )
         finish(launch(EVALUATE, directory, params))
-        scores[name] = json.loads((directory / "metrics" / "eval.json").read_text())
+        scores[name] = read_metrics(directory / "metrics" / "eval.json")
     one, two = scores["one"], scores["two"]
     assert one["images"] == two["images"] == 9  # 5 + 4: none lost, none twice
     assert (one["world_size"], two["world_size"]) == (1, 2)

@@ -10,7 +10,6 @@ channels_last).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import torch
 from lambda_repro.data.prepare import prepare_synthetic
 from lambda_repro.data.synthetic import SyntheticSpec
 from lambda_repro.distributed import DistributedContext
+from lambda_repro.metrics_files import read_metrics
 from lambda_repro.models import read_checkpoint
 from lambda_repro.profiling.benchmark import BenchmarkConfig, benchmark_model
 from lambda_repro.training import TrainConfig, train
@@ -130,8 +130,8 @@ def test_cpu_autocast_trains_finite_and_fp16_scales_the_loss(manifest, tmp_path,
     checkpoint = trained(manifest, tmp_path, precision=precision, cpu_autocast=True)
     history = checkpoint["history"]
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
-    summary = json.loads((tmp_path / "metrics" / "train.json").read_text())
-    assert summary["epochs"] == 2 and 0 <= summary["final_val_top1"] <= 100
+    summary = read_metrics(tmp_path / "metrics" / "train.json")
+    assert summary["epochs"] == 2 and 0 <= summary["top1"] <= 100
     if precision == "fp16":
         assert checkpoint["scaler"]["scale"] > 0  # the GradScaler ran (torch.amp.GradScaler("cpu"))
     else:

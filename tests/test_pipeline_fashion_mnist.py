@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from lambda_repro.data.fashion_mnist import DEBIAN_DIR
+from lambda_repro.metrics_files import read_metrics
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_BIN = str(Path(sys.executable).parent)
@@ -85,7 +86,7 @@ def test_every_stage_runs_on_fashion_mnist_and_learns(project):
     manifest = json.loads((project / "data/manifest.json").read_text())
     assert (manifest["kind"], manifest["name"]) == ("fashion_mnist", "Fashion-MNIST")
     assert [manifest["splits"][s]["images"] for s in ("train", "val")] == [400, 200]
-    evaluation = json.loads((project / "metrics/eval.json").read_text())
+    evaluation = read_metrics(project / "metrics/eval.json")
     assert (evaluation["dataset"], evaluation["dataset_name"], evaluation["classes"]) == (
         "fashion_mnist",
         "Fashion-MNIST",
