@@ -128,8 +128,7 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
         # Params, not metrics: MLflow draws every metric as a chart, and one value would push the curves down.
         scores = {f"eval.{key}": metrics[key] for key in (*METRIC_KEYS, "images")}
         tracker.log_params({**scores, "evaluate.checkpoint_used": metrics["checkpoint"]})
-        # The health check's counts stay metrics (i14): a failed check is worth a chart.
-        tracker.log_metrics({k: v for k, v in health_metrics(health).items() if v is not None})
+        tracker.log_params(health_params(health))
         tracker.set_tags(
             {"dataset.name": metrics["dataset_name"], "dataset.kind": metrics["dataset"], "health.ok": health["ok"]}
         )
@@ -139,18 +138,22 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
         tracker.log_artifact(info_path(metrics_dir / METRICS_NAME), "metrics")
 
 
-def health_metrics(health: dict) -> dict[str, float]:
-    """MLflow metrics of the health check: counts, and the largest |activation| overall and per stage."""
+def health_params(health: dict) -> dict[str, float | bool]:
+    """MLflow params of the health check: counts, and the largest |activation| overall and per stage.
+
+    Params, not metrics: single values as metrics would be drawn as one-point charts above the
+    learning curves; a failed check is also the ``health.ok`` tag and an ``unhealthy_eval`` event.
+    """
     stages = {k: v for k, v in health["max_abs_activation"].items() if v is not None}
-    metrics = {
-        "eval_health_ok": float(health["ok"]),
-        "eval_nonfinite_logits": float(health["nonfinite_logits"]),
-        "eval_nonfinite_loss": float(health["nonfinite_loss"]),
+    params = {
+        "eval.health.ok": bool(health["ok"]),
+        "eval.health.nonfinite_logits": health["nonfinite_logits"],
+        "eval.health.nonfinite_loss": health["nonfinite_loss"],
     }
     if stages:
-        metrics["eval_max_abs_activation"] = max(stages.values())
-    metrics.update({f"eval_max_abs_activation/{stage}": value for stage, value in stages.items()})
-    return metrics
+        params["eval.health.max_abs_activation"] = f"{max(stages.values()):.4g}"
+    params.update({f"eval.health.max_abs_activation.{stage}": f"{value:.4g}" for stage, value in stages.items()})
+    return params
 
 
 def run(params: dict, args) -> int:

@@ -42,6 +42,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_PREEMPTED = 75
 STAGE_TIMEOUT_S = 300  # one healthy training takes 20-80 s here, depending on the load
+# A job signalled from outside sleeps this long before each step: on a fast host an epoch of 8 steps
+# took 2 s, and the signal sent after epoch 1's checkpoint landed after training had finished.
+SLOW_STEP_ENV = {"LAMBDA_REPRO_FAULT_STEP_DELAY_S": "0.75"}
 WORKER_LOG = "logs/train_workers.log"
 CHECKPOINT = "checkpoints/last.pt"
 TRACEBACK = "Traceback (most recent call last)"
@@ -114,13 +117,18 @@ def copy_project(prepared: Path, tmp_path: Path) -> Path:
 class Terminal:
     """``dvc repro train`` started as a shell starts a job: its own process group, output to files."""
 
-    def __init__(self, project: Path, *command: str) -> None:
+    def __init__(self, project: Path, *command: str, env: dict[str, str] | None = None) -> None:
         self.project = project
         self.out, self.err = project / "terminal.out", project / "terminal.err"
         command = command or (sys.executable, "-m", "dvc", "repro", "train")
         with open(self.out, "w") as out, open(self.err, "w") as err:
             self.process = subprocess.Popen(
-                command, cwd=project, env=clean_env(project), stdout=out, stderr=err, start_new_session=True
+                command,
+                cwd=project,
+                env={**clean_env(project), **(SLOW_STEP_ENV if env is None else env)},
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
             )
 
     def tree(self) -> list[psutil.Process]:

@@ -13,7 +13,13 @@ import pandas as pd
 from lambda_repro.profiling.profile_metrics import profile_params, ratio_params
 from lambda_repro.published import PUBLISHED_MACS_224, PUBLISHED_MODEL, PUBLISHED_PARAMS, PUBLISHED_TOP1, PUBLISHED_TOP5
 from lambda_repro.reporting import figures
-from lambda_repro.reporting.claims import claims_metrics, count_and_accuracy_claims, layer_claims, scaling_claims
+from lambda_repro.reporting.claims import (
+    claims_metrics,
+    claims_tags,
+    count_and_accuracy_claims,
+    layer_claims,
+    scaling_claims,
+)
 from lambda_repro.reporting.comparison import (
     ABOVE,
     BELOW,
@@ -146,7 +152,6 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
     claims_path.write_text(json.dumps({**claims_metrics(claims), "claims": [c.__dict__ for c in claims]}, indent=2))
 
     if config.log_to_mlflow and run is not None and runs is not None:
-        metrics = claims_metrics(claims)
         params = {}
         logged = any(c.startswith("params.profile.") for c in runs.columns)
         if inputs.profile and not logged:  # the profile stage could not log (e.g. it ran before this run existed)
@@ -156,7 +161,11 @@ def build_report(config: ReportConfig, params: dict | None = None, repo_dir: str
             (p, "report/figures") for p in drawn
         ]
         problem = log_to_run(
-            run, metrics, artifacts, buffer_dir=Path(config.metrics_dir) / "mlflow_buffer", params=params
+            run,
+            artifacts=artifacts,
+            buffer_dir=Path(config.metrics_dir) / "mlflow_buffer",
+            params=params,
+            tags=claims_tags(claims),
         )
         notes.append(f"MLflow: {problem}" if problem else f"report logged to MLflow run {run.run_id}")
     return ReportResult(markdown_path, html_path, drawn, accuracy, counts_verdict, notes, claims_path)

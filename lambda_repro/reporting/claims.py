@@ -199,6 +199,11 @@ def claims_metrics(claims: list[Claim]) -> dict[str, float]:
     }
 
 
+def claims_tags(claims: list[Claim]) -> dict[str, str]:
+    """``{"claim.<key>": verdict}``: MLflow tags, not metrics, so that single values do not push the curves down."""
+    return {f"claim.{c.key}": c.verdict for c in claims if c.verdict != CONTEXT}
+
+
 def count_and_accuracy_claims(counts, accuracy, tolerance) -> list[Claim]:
     """Parameters and MACs (exact match) and top-1 / top-5 (the report's accuracy verdict) as claims."""
     params, macs = counts

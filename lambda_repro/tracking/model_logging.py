@@ -8,6 +8,8 @@ serve`` work without this checkout on the path.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -51,7 +53,7 @@ def log_pytorch_model(ref: RunRef, model: nn.Module, image_size: int) -> str:
     signature = infer_signature(example, logits)
     package_dir = Path(lambda_repro.__file__).resolve().parent
     mlflow.set_tracking_uri(ref.tracking_uri)
-    with mlflow.start_run(run_id=ref.run_id):
+    with mlflow.start_run(run_id=ref.run_id), _quiet("mlflow.pytorch"):
         mlflow.pytorch.log_model(
             model,
             name=MODEL_ARTIFACT,
@@ -64,3 +66,16 @@ def log_pytorch_model(ref: RunRef, model: nn.Module, image_size: int) -> str:
             serialization_format="pickle",
         )
     return f"runs:/{ref.run_id}/{MODEL_ARTIFACT}"
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Silence a logger's warnings for a block: MLflow warns about pickling at every save, the
+    format chosen above on purpose, and the warning would be the training stage's last line."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -49,8 +49,9 @@ def log_to_run(
     artifacts: list[tuple[str | os.PathLike, str | None]] = (),
     buffer_dir: str | os.PathLike = "metrics/mlflow_buffer",
     params: dict | None = None,
+    tags: dict | None = None,
 ) -> str | None:
-    """Log ``params``, ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; a problem text or ``None``.
+    """Log ``params``, ``tags``, ``metrics`` and ``(path, artifact_dir)`` artifacts into the run; a problem or ``None``.
 
     ``buffer_dir`` keeps what could not be delivered (see :class:`~lambda_repro.tracking.RunTracker`).
     """
@@ -64,6 +65,8 @@ def log_to_run(
         try:
             if params:
                 tracker.log_params(params)
+            if tags:
+                tracker.set_tags(tags)
             if metrics:
                 tracker.log_metrics(metrics)
             for path, artifact_dir in artifacts:

@@ -9,6 +9,8 @@
   runs through.
 * ``LAMBDA_REPRO_FAULT_TERM_AT_STEP=N``: at step N one worker sends itself SIGTERM
   (preemption). Only when this run started before step N, so the resumed run runs through.
+* ``LAMBDA_REPRO_FAULT_STEP_DELAY_S=X``: every rank sleeps X seconds before each step (a slow
+  host: gives a signal sent from outside time to land mid-epoch on a fast one).
 * ``LAMBDA_REPRO_FAULT_RANK=R``: the rank that kills / terminates itself (default: the last).
 
 The injector is a :class:`~lambda_repro.training.hooks.StepHooks`: the training loop only
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import torch
 
@@ -29,6 +32,7 @@ FAULT_VARIABLES = (
     "LAMBDA_REPRO_FAULT_KILL_AT_STEP",
     "LAMBDA_REPRO_FAULT_TERM_AT_STEP",
 )
+DELAY_VARIABLE = "LAMBDA_REPRO_FAULT_STEP_DELAY_S"
 
 
 def _step_from_env(name: str) -> int | None:
@@ -36,9 +40,13 @@ def _step_from_env(name: str) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
+def _delay_from_env() -> float:
+    return float(os.environ.get(DELAY_VARIABLE) or 0.0)
+
+
 def hooks_from_environment(rank: int, world_size: int, start_step: int) -> StepHooks:
     """A :class:`FaultInjector` when a fault variable is set, else the no-op hooks."""
-    if any(_step_from_env(name) is not None for name in FAULT_VARIABLES):
+    if any(_step_from_env(name) is not None for name in FAULT_VARIABLES) or _delay_from_env():
         return FaultInjector(rank, world_size, start_step)
     return NO_HOOKS
 
@@ -52,6 +60,7 @@ class FaultInjector(StepHooks):
         self.term_step = _step_from_env("LAMBDA_REPRO_FAULT_TERM_AT_STEP")
         fault_rank = _step_from_env("LAMBDA_REPRO_FAULT_RANK")
         self.fault_rank = world_size - 1 if fault_rank is None else fault_rank
+        self.delay_s = _delay_from_env()
         self.first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) == 0
 
     def on_loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
@@ -60,6 +69,8 @@ class FaultInjector(StepHooks):
         return loss
 
     def before_step(self, step: int) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if self.rank != self.fault_rank:
             return
         if self.kill_step == step and self.first_attempt and self.start_step <= step:
