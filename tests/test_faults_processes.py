@@ -264,7 +264,9 @@ def test_sigterm_to_the_dvc_process_group_stops_once_without_a_traceback(prepare
     stop_lines = [line for line in terminal.splitlines() if line.startswith("train: error: stopped by SIGTERM")]
     assert len(stop_lines) == 1 and job.last_line() == stop_lines[0], job.text()
     saved = read_checkpoint(project / CHECKPOINT)
-    assert saved["epoch"] == 1 and saved["step_in_epoch"] > 0 and not saved["finished"]
+    # Stopped in epoch 2, at the step the signal found (step 0 when it landed before the epoch's first step).
+    assert saved["epoch"] == 1 and 0 <= saved["step_in_epoch"] < 8 and not saved["finished"]
+    assert stop_lines[0].startswith(f"train: error: stopped by SIGTERM at epoch 2, step {saved['step_in_epoch']}")
 
 
 # -- checkpoints that cannot be resumed ---------------------------------------------------
