@@ -2,7 +2,9 @@
 
 Reads the `report` section of params.yaml (and shows the other sections in the report's
 environment part), the metrics files of the earlier stages in `--metrics-dir` and the MLflow run their
-`mlflow_run.json` names. Writes `reports/report.md`, `reports/report.html` and
+`mlflow_run.json` names, with the other finished runs of its recipe (seeds, models: a "Seed variance"
+section when there are any; the MLflow store is not a DVC dep, so rerun with
+`dvc repro --single-item --force report` after an experiment set). Writes `reports/report.md`, `reports/report.html` and
 `reports/figures/*.png`, and logs them to that run as artifacts.
 """
 
@@ -31,7 +33,11 @@ def run(params: dict, args) -> int:
     result = build_report(config, params)
     accuracy = result.accuracy
     reasons = f" ({'; '.join(accuracy.reasons)})" if accuracy.reasons else ""
-    print(f"report: accuracy: {accuracy.verdict}{reasons}")
+    runs = f"{accuracy.runs} runs" if accuracy.runs > 1 else "1 run: no interval"
+    print(f"report: accuracy: {accuracy.verdict}{reasons}; resting on {runs}")
+    if result.variance is not None:
+        per_model = ", ".join(f"{m} {len(result.variance.seeds(m))}" for m in result.variance.per_model)
+        print(f"report: seed variance over {result.variance.runs} runs of this recipe ({per_model})")
     print(f"report: parameters and MACs at 224: {result.counts_verdict}")
     for note in result.notes:
         print(f"report: {note}")

@@ -70,7 +70,11 @@ def assert_rendered_without_mlflow(done: subprocess.CompletedProcess, project: P
     assert len(notes) == 1 and "MLflow store unavailable" in notes[0], done.stdout
     assert notes[0].endswith("the report is built from the metrics files alone"), notes[0]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    assert "78.208" in (project / "reports" / "report.md").read_text()
+    markdown = (project / "reports" / "report.md").read_text()
+    assert "78.208" in markdown
+    # The seed-variance lookup is skipped, not retried, and the headline says what it rests on.
+    assert "rests on 1 run: no interval (other runs of this recipe not looked up: MLflow unavailable)" in markdown
+    assert "Seed variance" not in markdown
 
 
 def test_report_with_a_dead_mlflow_port_renders_from_the_files(tmp_path):

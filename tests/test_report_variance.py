@@ -6,14 +6,20 @@ import math
 
 import pytest
 
-from lambda_repro.reporting.comparison import BELOW, NOT_COMPARABLE, REPRODUCED, compare_accuracy
+from lambda_repro.reporting.comparison import BELOW, NOT_COMPARABLE, REPRODUCED, WITHIN, Tolerance, compare_accuracy
 from lambda_repro.reporting.variance import (
     RunScore,
+    accuracy_over_runs,
     interval_verdict,
     paired_difference,
-    render_markdown,
     summarize,
     t_interval,
+)
+from lambda_repro.reporting.variance_section import (
+    NO_DIFFERENCE,
+    difference_table,
+    model_table,
+    published_verdict_text,
 )
 
 
@@ -63,15 +69,39 @@ def test_the_verdict_uses_the_interval_where_one_run_alone_would_be_below():
     interval = summary.per_model["lambda_resnet50"]["top1"]
     assert interval.low < 78.208 - 0.5 < interval.high  # [76.09, 78.71]: the published figure is within
     assert (summary.verdict, summary.verdict_runs) == (REPRODUCED, 3)
-    assert "rests on 3 runs of lambda_resnet50" in render_markdown(summary)
+    text = published_verdict_text(summary, Tolerance())
+    assert text.startswith("Published table: REPRODUCED (rests on 3 runs of lambda_resnet50 (seeds 0, 1, 2); ")
+    assert "published figure within the 95% interval widened by the tolerance, 0.5 top-1" in text
 
 
 def test_a_tight_interval_far_below_is_below_published():
     runs = [imagenet_run(s, v) for s, v in enumerate((76.0, 76.2, 76.4))]
     summary = summarize(runs)
-    assert summary.metric_verdicts == {"top1": BELOW, "top5": REPRODUCED}
+    assert summary.metric_verdicts == {"top1": BELOW, "top5": WITHIN}
     assert summary.verdict == BELOW
     assert interval_verdict(t_interval([76.0, 76.2, 76.4]), 78.208, 0.5) == BELOW
+    # [75.70, 76.70] + 0.5 still lies below 78.208
+    assert published_verdict_text(summary, Tolerance()).startswith("Published table: BELOW PUBLISHED (rests on 3 runs")
+
+
+def test_one_run_keeps_the_point_rule_and_says_it_has_no_interval():
+    single = compare_accuracy(imagenet_run(0, 77.4).scores)
+    assert single.verdict == BELOW
+    assert accuracy_over_runs(single, {"top1": t_interval([77.4])}).runs == 1
+    summary = summarize([imagenet_run(0, 77.4)])
+    assert (summary.verdict, summary.verdict_runs) == (BELOW, 1)
+    assert "Published table: BELOW PUBLISHED (rests on 1 run: no interval; |measured - published| within" in (
+        published_verdict_text(summary, Tolerance())
+    )
+
+
+def test_a_not_comparable_run_stays_not_comparable_over_many_runs():
+    runs = [imagenet_run(s, v) for s, v in enumerate((78.0, 78.2, 78.1))]
+    runs = [RunScore(r.model, r.seed, r.scores | {"epochs_trained": 10}) for r in runs]
+    summary = summarize(runs)
+    assert summary.verdict == NOT_COMPARABLE and summary.verdict_runs == 3
+    assert summary.metric_verdicts == {}
+    assert "trained 10 epochs" in published_verdict_text(summary, Tolerance())
 
 
 def test_synthetic_runs_are_not_comparable_but_give_the_lambda_vs_conv_difference():
@@ -88,43 +118,31 @@ def test_synthetic_runs_are_not_comparable_but_give_the_lambda_vs_conv_differenc
     assert summary.per_model["resnet50"]["top1"].mean == pytest.approx((71.0 + 72.0 + 74.0) / 3)
     assert summary.paired_seeds == (0, 1, 2)
     assert summary.difference["top1"].mean == pytest.approx(((60 - 71) + (61 - 72) + (62 - 74)) / 3)
-    text = render_markdown(summary)
-    assert "| resnet50 | 3 | 72.33 |" in text
-    assert "lambda_resnet50 - resnet50**, paired by seed (3 seeds: 0, 1, 2)" in text
-    assert "resnet50 better" in text and "NOT COMPARABLE" in text
+    table = model_table(summary, "resnet50")
+    assert list(table.iloc[0]) == ["top-1", 3, "72.33", "1.53", "[68.54, 76.13]", "0: 71.00, 1: 72.00, 2: 74.00"]
+    differences = difference_table(summary)
+    assert list(differences["meaning"]) == [
+        "resnet50 better",
+        NO_DIFFERENCE,
+    ]  # top-1 [-12.77, -9.90]; top-5: 0 every seed
+    assert "NOT COMPARABLE" in published_verdict_text(summary, Tolerance())
 
 
-def test_runs_of_an_experiment_set_are_read_from_mlflow_by_baseline_commit(tmp_path):
-    from lambda_repro.reporting.experiment_runs import runs_from_mlflow
-    from lambda_repro.tracking import RunTracker
+def test_the_headline_says_below_on_the_interval_and_how_many_runs_it_rests_on():
+    from lambda_repro.reporting.build import ReportConfig, _headline
+    from lambda_repro.reporting.inputs import ReportInputs
 
-    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
-
-    def tracked(model: str, seed: int, top1: float, rev: str, evaluated: bool = True) -> None:
-        tags = {"dataset": "Fashion-MNIST", "dataset.kind": "fashion_mnist", "dvc.baseline_rev": rev}
-        with RunTracker(uri, "set", f"{model} seed{seed}", tags, tmp_path / "buffer", system_metrics=False) as run:
-            params = {"model.name": model, "seed": seed, "train.epochs": 3, "evaluate.image_size": 32}
-            if evaluated:
-                params |= {"eval.top1": top1, "eval.top5": 99.5, "eval.images": 1000}
-            run.log_params(params)
-
-    tracked("lambda_resnet50", 0, 81.5, "abc")
-    tracked("resnet50", 0, 84.0, "abc")
-    tracked("resnet50", 1, 10.0, "other")  # another experiment set
-    tracked("resnet50", 2, 0.0, "abc", evaluated=False)  # not evaluated: left out
-    runs = runs_from_mlflow(uri, "set", "abc")
-    assert [(r.model, r.seed, r.scores["top1"], r.name) for r in runs] == [
-        ("lambda_resnet50", 0, 81.5, "lambda_resnet50 seed0"),
-        ("resnet50", 0, 84.0, "resnet50 seed0"),
-    ]
-    assert runs[0].scores | {"top1": 0} == {
-        "top1": 0,
-        "top5": 99.5,
-        "model": "lambda_resnet50",
-        "dataset": "fashion_mnist",
-        "images": 1000,
-        "resolution": 32,
-        "resize": 37,
-        "epochs_trained": 3,
-    }
-    assert len(runs_from_mlflow(uri, "set")) == 3
+    runs = [imagenet_run(s, v) for s, v in enumerate((76.0, 76.2, 76.4))]
+    summary = summarize(runs)
+    accuracy = accuracy_over_runs(compare_accuracy(runs[0].scores), summary.per_model["lambda_resnet50"], (0, 1, 2))
+    verdict = _headline(accuracy, "exact match", ReportInputs(eval=runs[0].scores), ReportConfig())[0]
+    assert verdict.title == "Accuracy: BELOW PUBLISHED"
+    assert verdict.lines[0] == (
+        "top-1: mean 76.200 over 3 runs, 95% interval [75.703, 76.697], vs published 78.208 (-2.008)"
+    )
+    assert "rests on 3 runs of lambda_resnet50 (seeds 0, 1, 2)" in verdict.lines[2]
+    alone = _headline(
+        compare_accuracy(runs[0].scores), "exact match", ReportInputs(eval=runs[0].scores), ReportConfig()
+    )
+    assert alone[0].lines[2] == "rests on 1 run: no interval"
+    assert alone[0].lines[0] == "top-1: measured 76.000 vs published 78.208 (-2.208)"

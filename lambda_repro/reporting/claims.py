@@ -227,6 +227,8 @@ def count_and_accuracy_claims(counts, accuracy, tolerance) -> list[Claim]:
         f"{row.name} {'-' if row.measured is None else f'{row.measured:.3f}'} (published {row.published:.3f})"
         for row in accuracy.metrics
     )
+    if accuracy.runs > 1:
+        shown += f" (means of {accuracy.runs} runs, verdict on their 95% intervals)"
     reasons = f"; not comparable: {'; '.join(accuracy.reasons)}" if accuracy.reasons else ""
     claims.append(
         Claim(

@@ -24,6 +24,7 @@ range: ``eval.json``'s ``health``) is judged apart from accuracy by :func:`healt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lambda_repro.published import (
     PUBLISHED_MACS_224,
@@ -32,6 +33,9 @@ from lambda_repro.published import (
     PUBLISHED_TOP1,
     PUBLISHED_TOP5,
 )
+
+if TYPE_CHECKING:
+    from lambda_repro.reporting.variance import Interval
 
 REPRODUCED = "reproduced"
 BELOW = "below published"
@@ -78,6 +82,7 @@ class MetricComparison:
     verdict: str
     tolerance: float | None = None
     note: str | None = None  # why this row is not compared when the others might be
+    interval: Interval | None = None  # over the runs of the recipe (then ``measured`` is their mean)
 
     @property
     def delta(self) -> float | None:
@@ -89,6 +94,8 @@ class AccuracyComparison:
     verdict: str
     reasons: tuple[str, ...] = ()
     metrics: tuple[MetricComparison, ...] = field(default_factory=tuple)
+    runs: int = 1  # how many runs (seeds) of the model the verdict rests on
+    seeds: tuple[int, ...] = ()
 
     @property
     def comparable(self) -> bool:

@@ -210,3 +210,52 @@ def layer_comparison_bars(rows: pd.DataFrame, path: str | os.PathLike) -> Path:
         ax.grid(axis="y", alpha=0.3, which="both")
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def seed_variance(
+    values: dict[str, dict[str, dict[int, float]]],
+    intervals: dict[str, dict],
+    differences: dict[str, dict[int, float]],
+    difference_intervals: dict,
+    path: str | os.PathLike,
+    published: dict[str, float] | None = None,
+    difference_label: str = "difference",
+) -> Path:
+    """Per model each seed's top-1 / top-5 (a point, labelled with its seed) and the mean with its 95% interval.
+
+    ``values``: model -> metric -> seed -> value; ``intervals``: model -> metric -> ``Interval``. A third
+    panel shows the paired difference per seed and its interval when ``differences`` (metric -> seed -> value)
+    has any; ``published`` (metric -> figure) draws the published line, for a comparable run only.
+    """
+    panels = [("top1", "top-1 (%)"), ("top5", "top-5 (%)")] + ([("difference", None)] if differences else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], panels, strict=True):
+        if metric == "difference":
+            groups = [
+                ("top-1" if m == "top1" else "top-5", differences[m], difference_intervals.get(m)) for m in differences
+            ]
+            ax.axhline(0, color="gray", linestyle=":", lw=1)
+            ax.set_title(difference_label + " (points)", fontsize=9)
+        else:
+            groups = [(model, values[model].get(metric, {}), intervals[model].get(metric)) for model in intervals]
+            if published and metric in published:
+                ax.axhline(published[metric], color="gray", linestyle=":", label=f"published {published[metric]:.3f}")
+                ax.legend(fontsize=8)
+            ax.set_title(label, fontsize=9)
+        for i, (_, by_seed, interval) in enumerate(groups):
+            color = "#555555" if metric == "difference" else _color(i)
+            seeds = list(by_seed)
+            offsets = [(j - (len(seeds) - 1) / 2) * min(0.08, 0.3 / max(len(seeds), 1)) for j in range(len(seeds))]
+            xs = [i - 0.12 + o for o in offsets]
+            ax.scatter(xs, list(by_seed.values()), color=color, s=22, zorder=3)
+            for x, seed in zip(xs, seeds, strict=True):
+                ax.annotate(str(seed), (x, by_seed[seed]), fontsize=7, xytext=(-8, 0), textcoords="offset points")
+            if interval is not None:
+                spread = [[interval.mean - interval.low], [interval.high - interval.mean]] if interval.n > 1 else None
+                ax.errorbar(i + 0.15, interval.mean, yerr=spread, fmt="s", color="black", capsize=6, markersize=5)
+        ax.set_xticks(range(len(groups)), [name for name, _, _ in groups], fontsize=8)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    fig.suptitle("each point one seed (labelled); square and bar: mean and 95% t-interval of the mean", fontsize=9)
+    return _save(fig, path)

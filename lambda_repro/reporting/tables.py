@@ -39,13 +39,22 @@ def published_table(counts: tuple[MetricComparison, MetricComparison], accuracy:
             {
                 "quantity": label,
                 "published": f"{row.published:.3f}",
-                "measured": "-" if row.measured is None else f"{row.measured:.3f}",
+                "measured": _measured_accuracy(row),
                 # A run that is not comparable has no meaningful difference to the published row.
                 "difference": "-" if row.delta is None or row.verdict == NOT_COMPARABLE else f"{row.delta:+.3f}",
                 "verdict": _accuracy_verdict(row),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _measured_accuracy(row: MetricComparison) -> str:
+    if row.measured is None:
+        return "-"
+    if row.interval is not None and row.interval.n > 1:
+        interval = row.interval
+        return f"{row.measured:.3f} (mean of {interval.n} runs, 95% {interval.low:.2f}-{interval.high:.2f})"
+    return f"{row.measured:.3f}"
 
 
 def _accuracy_verdict(row: MetricComparison) -> str:

@@ -1,5 +1,5 @@
-"""A verdict that knows seed noise: over the runs of an experiment set (seeds x models), per model the
-mean, standard deviation and 95% t-interval of top-1 / top-5; lambda_resnet50 minus resnet50 paired by
+"""A verdict that knows seed noise: over the runs of one recipe (seeds x models), per model the mean,
+standard deviation and 95% t-interval of top-1 / top-5; lambda_resnet50 minus resnet50 paired by
 seed; and the published-table verdict taken on the interval.
 
 Verdict rule on an interval (``[low, high]`` the 95% interval of the mean, ``tol`` the tolerance):
@@ -9,26 +9,29 @@ Verdict rule on an interval (``[low, high]`` the 95% interval of the mean, ``tol
 * ``above published``: ``low - tol`` is above it for either, and none is below.
 
 One run has no interval: it is then the point itself (the single-run rule of
-:mod:`~lambda_repro.reporting.comparison`). Pure functions: where the runs come from
-(MLflow, ``dvc exp show``) is the caller's business.
+:mod:`~lambda_repro.reporting.comparison`). Comparability (ImageNet, 224, 130 epochs, ...) is
+that module's, on the run's own eval figures. Pure functions: where the runs come from
+(MLflow: :mod:`~lambda_repro.reporting.experiment_runs`) is the caller's business.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from scipy import stats
 
-from lambda_repro.published import PUBLISHED_MODEL, PUBLISHED_TOP1, PUBLISHED_TOP5
+from lambda_repro.published import PUBLISHED_MODEL
 from lambda_repro.reporting.comparison import (
     ABOVE,
     BELOW,
     NOT_COMPARABLE,
     REPRODUCED,
+    WITHIN,
+    AccuracyComparison,
     Tolerance,
-    comparability_problems,
+    compare_accuracy,
 )
 
 BASELINE_MODEL = "resnet50"
@@ -43,6 +46,7 @@ class RunScore:
     seed: int
     scores: dict
     name: str = ""
+    run_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,19 +95,68 @@ def interval_verdict(interval: Interval, published: float, tolerance: float) -> 
     return REPRODUCED
 
 
+def accuracy_over_runs(
+    single: AccuracyComparison, intervals: dict[str, Interval] | None, seeds: tuple[int, ...] = ()
+) -> AccuracyComparison:
+    """``single`` (one run's comparison) taken on the intervals of its recipe's runs when there are >= 2 of them.
+
+    Comparability and its reasons stay the run's own; a comparable metric's verdict becomes the
+    interval rule of the module docstring, ``measured`` the mean. With one run the point rule stays.
+    """
+    runs = min((interval.n for interval in (intervals or {}).values()), default=1)
+    if runs < 2:
+        return replace(single, runs=1, seeds=seeds[:1])
+    rows = []
+    for row in single.metrics:
+        interval = intervals.get(row.name)
+        if interval is None:
+            rows.append(row)
+            continue
+        verdict = row.verdict
+        if verdict != NOT_COMPARABLE:
+            found = interval_verdict(interval, row.published, row.tolerance or 0.0)
+            verdict = WITHIN if found == REPRODUCED else found
+        rows.append(replace(row, measured=interval.mean, interval=interval, verdict=verdict))
+    overall = single.verdict
+    if single.comparable:
+        found = {row.verdict for row in rows}
+        overall = BELOW if BELOW in found else ABOVE if ABOVE in found else REPRODUCED
+    return AccuracyComparison(overall, single.reasons, tuple(rows), runs, seeds)
+
+
 @dataclass(frozen=True)
 class VarianceSummary:
     per_model: dict[str, dict[str, Interval]]  # model -> metric -> interval
+    values: dict[str, dict[str, dict[int, float]]]  # model -> metric -> seed -> value
     difference: dict[str, Interval]  # metric -> interval of PUBLISHED_MODEL - BASELINE_MODEL, paired by seed
     paired_seeds: tuple[int, ...]
-    verdict: str
-    verdict_reasons: tuple[str, ...]
-    verdict_runs: int
-    metric_verdicts: dict[str, str] = field(default_factory=dict)
+    accuracy: AccuracyComparison  # the published row against PUBLISHED_MODEL's runs
+    runs: int  # runs pooled, after one per (model, seed)
 
     @property
-    def reasons_text(self) -> str:
-        return "; ".join(self.verdict_reasons)
+    def verdict(self) -> str:
+        return self.accuracy.verdict
+
+    @property
+    def verdict_reasons(self) -> tuple[str, ...]:
+        return self.accuracy.reasons
+
+    @property
+    def verdict_runs(self) -> int:
+        return self.accuracy.runs if self.accuracy.metrics else 0
+
+    @property
+    def metric_verdicts(self) -> dict[str, str]:
+        return {row.name: row.verdict for row in self.accuracy.metrics} if self.accuracy.comparable else {}
+
+    def seeds(self, model: str) -> tuple[int, ...]:
+        return tuple(sorted(self.values.get(model, {}).get("top1", {})))
+
+    def paired_values(self, metric: str) -> dict[int, float]:
+        """``PUBLISHED_MODEL - BASELINE_MODEL`` per paired seed."""
+        a = self.values.get(PUBLISHED_MODEL, {}).get(metric, {})
+        b = self.values.get(BASELINE_MODEL, {}).get(metric, {})
+        return {seed: a[seed] - b[seed] for seed in self.paired_seeds if seed in a and seed in b}
 
 
 def latest_per_model_and_seed(runs: list[RunScore]) -> list[RunScore]:
@@ -115,7 +168,10 @@ def latest_per_model_and_seed(runs: list[RunScore]) -> list[RunScore]:
 
 
 def summarize(runs: list[RunScore], tolerance: Tolerance | None = None, confidence: float = 0.95) -> VarianceSummary:
-    """Intervals per model, the paired difference, and the published verdict on the intervals."""
+    """Intervals per model, the paired difference, and the published verdict on the intervals.
+
+    ``runs`` must be of one recipe (:func:`~lambda_repro.reporting.experiment_runs.group_by_recipe`), oldest first.
+    """
     tolerance = tolerance or Tolerance()
     runs = latest_per_model_and_seed(runs)
     by_model: dict[str, dict[str, dict[int, float]]] = {}
@@ -124,6 +180,7 @@ def summarize(runs: list[RunScore], tolerance: Tolerance | None = None, confiden
             value = run.scores.get(metric)
             if isinstance(value, int | float) and math.isfinite(value):
                 by_model.setdefault(run.model, {}).setdefault(metric, {})[run.seed] = float(value)
+    by_model = {model: {m: dict(sorted(v.items())) for m, v in metrics.items()} for model, metrics in by_model.items()}
     per_model = {
         model: {metric: t_interval(list(values.values()), confidence) for metric, values in metrics.items()}
         for model, metrics in sorted(by_model.items())
@@ -139,78 +196,11 @@ def summarize(runs: list[RunScore], tolerance: Tolerance | None = None, confiden
         seeds = tuple(
             sorted(set(by_model[PUBLISHED_MODEL].get("top1", {})) & set(by_model[BASELINE_MODEL].get("top1", {})))
         )
-
     published_runs = [run for run in runs if run.model == PUBLISHED_MODEL]
-    reasons: list[str] = []
-    for run in published_runs:
-        for problem in comparability_problems(run.scores, None, tolerance):
-            if problem not in reasons:
-                reasons.append(problem)
-    if not published_runs:
-        reasons.append(f"no run of {PUBLISHED_MODEL}")
-    metric_verdicts: dict[str, str] = {}
-    if reasons:
-        verdict = NOT_COMPARABLE
+    if published_runs:
+        single = compare_accuracy(published_runs[-1].scores, None, tolerance)
+        model_seeds = tuple(sorted(by_model.get(PUBLISHED_MODEL, {}).get("top1", {})))
+        accuracy = accuracy_over_runs(single, per_model.get(PUBLISHED_MODEL), model_seeds)
     else:
-        published = {"top1": PUBLISHED_TOP1, "top5": PUBLISHED_TOP5}
-        tolerances = {"top1": tolerance.top1, "top5": tolerance.top5}
-        for metric in METRICS:
-            metric_verdicts[metric] = interval_verdict(
-                per_model[PUBLISHED_MODEL][metric], published[metric], tolerances[metric]
-            )
-        found = set(metric_verdicts.values())
-        verdict = BELOW if BELOW in found else ABOVE if ABOVE in found else REPRODUCED
-    return VarianceSummary(per_model, difference, seeds, verdict, tuple(reasons), len(published_runs), metric_verdicts)
-
-
-def _shown(interval: Interval) -> tuple[str, str, str]:
-    std = "-" if math.isnan(interval.std) else f"{interval.std:.2f}"
-    ci = "- (one run)" if interval.n == 1 else f"[{interval.low:.2f}, {interval.high:.2f}]"
-    return f"{interval.mean:.2f}", std, ci
-
-
-def render_markdown(summary: VarianceSummary, tolerance: Tolerance | None = None) -> str:
-    """The variance section: a table per model, the paired difference, and the verdict with its run count."""
-    tolerance = tolerance or Tolerance()
-    lines = [
-        "## Accuracy over seeds (95% t-intervals of the mean)",
-        "",
-        "| model | runs | top-1 mean | top-1 std | top-1 95% interval | top-5 mean | top-5 std | top-5 95% interval |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for model, metrics in summary.per_model.items():
-        top1, top5 = metrics.get("top1"), metrics.get("top5")
-        cells = [*(_shown(top1) if top1 else ("-",) * 3), *(_shown(top5) if top5 else ("-",) * 3)]
-        lines.append(f"| {model} | {top1.n if top1 else 0} | " + " | ".join(cells) + " |")
-    lines.append("")
-    if summary.difference:
-        lines.append(
-            f"**{PUBLISHED_MODEL} - {BASELINE_MODEL}**, paired by seed "
-            f"({len(summary.paired_seeds)} seed{'s' if len(summary.paired_seeds) != 1 else ''}: "
-            f"{', '.join(map(str, summary.paired_seeds))}):"
-        )
-        lines.append("")
-        for metric, interval in summary.difference.items():
-            name = "top-1" if metric == "top1" else "top-5"
-            mean, std, ci = _shown(interval)
-            if interval.n == 1:
-                meaning = "one seed: no interval"
-            elif interval.low > 0:
-                meaning = f"{PUBLISHED_MODEL} better"
-            elif interval.high < 0:
-                meaning = f"{BASELINE_MODEL} better"
-            else:
-                meaning = "no difference shown (the interval contains 0)"
-            lines.append(f"- {name}: {float(mean):+.2f} points, std {std}, 95% interval {ci}: {meaning}")
-        lines.append("")
-    rests = f"rests on {summary.verdict_runs} run{'s' if summary.verdict_runs != 1 else ''} of {PUBLISHED_MODEL}"
-    if summary.reasons_text:
-        lines.append(f"**Published table: {summary.verdict.upper()}** ({rests}): {summary.reasons_text}.")
-    else:
-        rule = (
-            f"published figure within the 95% interval widened by the tolerance "
-            f"({tolerance.top1:g} top-1, {tolerance.top5:g} top-5)"
-        )
-        per_metric = ", ".join(f"{m}: {v}" for m, v in summary.metric_verdicts.items())
-        lines.append(f"**Published table: {summary.verdict.upper()}** ({rests}; {rule}; {per_metric}).")
-    return "\n".join(lines) + "\n"
+        accuracy = AccuracyComparison(NOT_COMPARABLE, (f"no run of {PUBLISHED_MODEL}",), (), 0)
+    return VarianceSummary(per_model, by_model, difference, seeds, accuracy, len(runs))
