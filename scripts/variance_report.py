@@ -33,7 +33,7 @@ from lambda_repro.reporting.experiment_runs import group_by_recipe, search_finis
 from lambda_repro.reporting.render_html import render_html  # noqa: E402
 from lambda_repro.reporting.render_markdown import render_markdown  # noqa: E402
 from lambda_repro.reporting.variance import summarize  # noqa: E402
-from lambda_repro.reporting.variance_section import variance_blocks  # noqa: E402
+from lambda_repro.reporting.variance_section import plural, variance_blocks  # noqa: E402
 from lambda_repro.tracking import resolve_tracking_uri  # noqa: E402
 
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     scope = f"commit {commit[:10]}" if commit else "every commit"
     blocks: list[Block] = [
         Paragraph(
-            f"MLflow store {uri}, experiment {experiment!r}, {scope}: {len(frame)} finished runs, "
-            f"{len(groups)} recipe{'s' if len(groups) != 1 else ''} (the latest first)"
+            f"MLflow store {uri}, experiment {experiment!r}, {scope}: {plural(len(frame), 'finished run')}, "
+            f"{plural(len(groups), 'recipe')} (the latest first)"
             + (" (runs of different commits pooled: their code may differ)." if args.any_commit else ".")
         )
     ]
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.output_dir / "variance.md").write_text(markdown, encoding="utf-8")
     (args.output_dir / "variance.html").write_text(render_html(title, blocks), encoding="utf-8")
     print(markdown)
-    print(f"variance_report: wrote {args.output_dir / 'variance.md'}, variance.html and {len(drawn)} figures")
+    print(f"variance_report: wrote {args.output_dir / 'variance.md'}, variance.html and {plural(len(drawn), 'figure')}")
     return 0
 
 
