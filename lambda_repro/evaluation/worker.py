@@ -26,6 +26,7 @@ from lambda_repro.distributed import DistributedContext, init_distributed, shutd
 from lambda_repro.evaluation.evaluate import evaluate
 from lambda_repro.evaluation.model_for_checkpoint import model_for_checkpoint
 from lambda_repro.models import CheckpointError
+from lambda_repro.models.math_mode import configure_process_math
 from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 
 MODULE = "lambda_repro.evaluation.worker"
@@ -102,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job = EvaluationJob.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(job.backend)
-    if context.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes; this process is ours
+    configure_process_math(context.device)  # CUDA: TF32 as cuDNN gets, cudnn.benchmark (this process is ours)
     try:
         try:
             result = score_job(job, context)

@@ -15,6 +15,7 @@ import os
 import traceback
 from dataclasses import dataclass
 
+from lambda_repro.models.math_mode import configure_process_math
 from lambda_repro.profiling.benchmark import BenchmarkConfig, ModelBench
 
 
@@ -43,6 +44,7 @@ def _serve(conn, label: str, config: BenchmarkConfig, model_kwargs: dict | None,
     try:
         if cores:
             os.sched_setaffinity(0, cores)
+        configure_process_math(config.resolve_device())  # this process measures: the stages' math mode
         kwargs = dict(model_kwargs or {})
         bench = ModelBench(kwargs.pop("name", label), config, kwargs)
         conn.send(("ok", bench.phases()))

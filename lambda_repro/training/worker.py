@@ -16,9 +16,8 @@ import time
 import traceback
 from pathlib import Path
 
-import torch
-
 from lambda_repro.distributed import init_distributed, shutdown_distributed
+from lambda_repro.models.math_mode import configure_process_math
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, write_run_pointer
 from lambda_repro.training import outcome
 from lambda_repro.training.recipe import TrainConfig, source_digest
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(config.backend)
-    if context.device.type == "cuda":
-        # Fixed input shapes: let cuDNN pick its fastest kernels (this process is ours, not the library's).
-        torch.backends.cudnn.benchmark = True
+    configure_process_math(context.device)  # CUDA: TF32 as cuDNN gets, cudnn.benchmark (this process is ours)
     tracker, run_id = None, None
     try:
         if context.is_main and config.tracking:
