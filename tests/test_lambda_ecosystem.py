@@ -147,3 +147,71 @@ def test_compiled_layer_inference_and_training_step_match_eager(implementation):
     compiled(x).backward(grad)
     for (name, p), q in zip(layer.named_parameters(), twin.parameters(), strict=True):
         assert rel(q.grad, p.grad) < 1e-4, name
+
+
+def spectral_operands_float64(height: int = 13, width: int = 30):
+    from lambda_repro.models.lambda_formulations.spectral import SpectralOperands
+
+    torch.manual_seed(0)
+    n, heads, key_dim, value_dim = 2, 4, 16, 8
+    tensors = [
+        torch.randn(n, heads, key_dim, height * width, dtype=torch.float64),
+        torch.randn(n, 1, value_dim, height * width, dtype=torch.float64),
+        torch.randn(n, key_dim, value_dim, dtype=torch.float64),
+        torch.randn(key_dim, 1, 1, 23, 23, dtype=torch.float64),
+        torch.randn(key_dim, dtype=torch.float64),
+    ]
+    ops = SpectralOperands(*tensors, height, width)
+    leaves = [t.detach().requires_grad_() for t in (ops.q_rows, ops.spectra, ops.toeplitz)]
+    return (*leaves, ops.inverse, ops.shared.detach().requires_grad_(), height, width, ops.block, ops.fft_length)
+
+
+@pytest.mark.parametrize("width", [30, 100], ids=["dft-rows", "fft-rows"])
+def test_the_spectral_custom_op_passes_opcheck_and_equals_the_autograd_function(width):
+    """Schema, fake tensors and the registered backward (torch.library.opcheck), and the same values."""
+    from lambda_repro.models.lambda_formulations.spectral import RowBlockContraction
+    from lambda_repro.models.lambda_formulations.spectral_op import spectral_rows
+
+    args = spectral_operands_float64(width=width)
+    torch.library.opcheck(spectral_rows, args)
+    out = spectral_rows(*args)
+    grad = torch.randn_like(out)
+    tensors = [args[i] for i in (0, 1, 2, 4)]
+    grads_op = torch.autograd.grad(out, tensors, grad)
+    expected = RowBlockContraction.apply(*args)
+    grads_function = torch.autograd.grad(expected, tensors, grad)
+    assert rel(out, expected) == 0
+    for mine, theirs in zip(grads_op, grads_function, strict=True):
+        assert rel(mine, theirs) == 0
+
+
+def test_compile_runs_the_eager_kernel_as_one_op_in_one_graph_and_export_the_functional_form(monkeypatch):
+    """fullgraph=True: no graph break; the row-block kernel ran (forward and backward); export has no custom op."""
+    from lambda_repro.models.lambda_formulations import spectral_op
+
+    calls = {"forward": 0, "backward": 0}
+    real_forward, real_backward = spectral_op.row_block_forward, spectral_op.row_block_backward
+
+    def counting(kind, function):
+        def run(*args, **kwargs):
+            calls[kind] += 1
+            return function(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(spectral_op, "row_block_forward", counting("forward", real_forward))
+    monkeypatch.setattr(spectral_op, "row_block_backward", counting("backward", real_backward))
+    layer, x = layer_and_input("spectral")
+    twin, _ = layer_and_input("spectral")
+    compiled = torch.compile(twin, fullgraph=True)
+    grad = torch.randn(layer(x).shape)
+    layer.zero_grad()
+    layer(x).backward(grad)
+    out = compiled(x)
+    out.backward(grad)
+    assert calls == {"forward": 1, "backward": 1}
+    assert rel(out, layer(x)) < 1e-5
+    for (name, p), q in zip(layer.named_parameters(), twin.parameters(), strict=True):
+        assert rel(q.grad, p.grad) < 1e-4, name
+    exported = torch.export.export(layer.eval(), (x,))
+    assert "lambda_repro" not in exported.graph_module.code

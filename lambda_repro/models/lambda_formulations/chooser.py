@@ -11,8 +11,9 @@ differ in. Every formulation computes the same function as the published one:
 * ``"auto"``: the fastest of these, measured on the machine it runs on (``FormulationChooser``).
 
 Graph capture (``torch.compile``, ``torch.export``, ONNX export, ``torch.jit.trace``) runs
-``rule_formulation``'s choice, with the spectral formulation as plain tensor ops
-(``lambda_output_spectral_functional``): nothing is timed while a graph is being captured.
+``rule_formulation``'s choice: nothing is timed while a graph is being captured. ``torch.compile``
+runs the spectral formulation's eager kernel as one custom op (``spectral_op``); export, ONNX
+and tracing capture it as plain tensor ops (``lambda_output_spectral_functional``).
 
 Precision: under bf16 autocast the fast formulations run their GEMMs in bf16 (fp32
 accumulation inside the GEMMs), as the published formulation does under the same autocast;
@@ -34,6 +35,7 @@ from lambda_repro.models.lambda_formulations.spectral import (
     lambda_output_spectral,
     lambda_output_spectral_functional,
 )
+from lambda_repro.models.lambda_formulations.spectral_op import lambda_output_spectral_op
 
 LambdaOutput = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, int, int],
@@ -52,6 +54,9 @@ IMPLEMENTATIONS = ("auto", *FORMULATIONS)
 DENSE_MAX_POSITIONS = 400
 # Dense memory grows as positions^2 (16 x P^2 floats): beyond 28x28 it is never a candidate.
 DENSE_CANDIDATE_MAX_POSITIONS = 784
+# torch.compile runs the eager spectral kernel as one custom op (spectral_op) instead of the
+# functional form; False: the functional form (what export / ONNX / tracing always capture).
+COMPILE_SPECTRAL_AS_OP = True
 # "auto" keeps the rule's formulation unless another one is faster by more than this:
 # the issue's tolerance, and what keeps the choice stable from run to run on the same host.
 SWITCH_MARGIN = 0.05
@@ -69,6 +74,13 @@ choose_formulation = rule_formulation
 def in_graph_capture() -> bool:
     """True while ``torch.compile`` / ``torch.export`` / ONNX export / ``torch.jit.trace`` records a graph."""
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def compiling_only() -> bool:
+    """True under ``torch.compile`` proper, not while exporting, ONNX-exporting or tracing for another runtime."""
+    if not COMPILE_SPECTRAL_AS_OP or not torch.compiler.is_compiling():
+        return False
+    return not (torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
 def candidate_formulations(height: int, width: int) -> tuple[str, ...]:
@@ -104,7 +116,9 @@ def run_formulation(
     if name == "reference":
         return lambda_output_reference(queries, values, content, weight, bias, height, width)
     capturing = in_graph_capture()
-    formulation = lambda_output_spectral_functional if name == "spectral" and capturing else FORMULATIONS[name]
+    formulation = FORMULATIONS[name]
+    if name == "spectral" and capturing:
+        formulation = lambda_output_spectral_op if compiling_only() else lambda_output_spectral_functional
     dtype = fast_compute_dtype(queries.dtype, queries.device)
     with torch.autocast(queries.device.type, enabled=False):
         out = formulation(

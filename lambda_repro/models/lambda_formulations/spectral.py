@@ -213,6 +213,90 @@ def _block_columns(spectra: torch.Tensor, toeplitz: torch.Tensor, start: int) ->
     return [spectra[:, u, start : start + span].reshape(bins, span * 2, columns) for u in range(depth)]
 
 
+def row_block_forward(
+    q_rows: torch.Tensor,
+    spectra: torch.Tensor,
+    toeplitz: torch.Tensor,
+    inverse: torch.Tensor,
+    shared: torch.Tensor,
+    height: int,
+    width: int,
+    block: int,
+    length: int,
+) -> torch.Tensor:
+    """``y = q . (lambda_p + shared)`` one block of rows at a time (see ``RowBlockContraction``)."""
+    n, _, value_dim = shared.shape
+    work = _Workspace(toeplitz, shared, width, block, backward=False)
+    out = q_rows.new_empty(q_rows.shape[0], q_rows.shape[1], value_dim)
+    for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
+        lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)
+        torch.bmm(q_rows[start:stop], lambdas[: stop - start], out=out[start:stop])
+    return out
+
+
+def row_block_backward(
+    grad_out: torch.Tensor,
+    q_rows: torch.Tensor,
+    spectra: torch.Tensor,
+    toeplitz: torch.Tensor,
+    inverse: torch.Tensor,
+    shared: torch.Tensor,
+    height: int,
+    width: int,
+    block: int,
+    length: int,
+    needs: tuple[bool, bool, bool, bool] = (True, True, True, True),
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients ``(q_rows, spectra, toeplitz, shared)`` of ``row_block_forward``; ``needs`` says which."""
+    n, key_dim, value_dim = shared.shape
+    need_q, need_spectra, need_toeplitz, need_shared = needs
+    grad_out = grad_out.contiguous()
+    # Contiguous, whatever q_rows' strides (a batch of 1 makes them permuted): written in row slices.
+    grad_q = q_rows.new_empty(q_rows.shape) if need_q else None
+    grad_spectra = torch.zeros_like(spectra) if need_spectra else None
+    depth = spectra.shape[1]
+    bins, rows, slice_columns_size = toeplitz.shape[0], toeplitz.shape[1], toeplitz.shape[2] // depth
+    # One contiguous gradient per intra-depth slice: a batched GEMM accumulated into a
+    # column slice of grad_toeplitz (strided) falls back to one small GEMM per frequency.
+    grad_toeplitz_slices = toeplitz.new_zeros(depth, bins, rows, slice_columns_size) if need_toeplitz else None
+    grad_shared = torch.zeros_like(shared) if need_shared else None
+    work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
+    for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
+        lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)[: stop - start]
+        grad = grad_out[start:stop]
+        if need_q:
+            torch.bmm(grad, lambdas.transpose(1, 2), out=grad_q[start:stop])
+        if not (need_spectra or need_toeplitz or need_shared):
+            continue
+        grad_lambdas = work.grad_lambdas
+        if stop - start < grad_lambdas.shape[0]:  # a last partial block: rows past the map
+            grad_lambdas.zero_()
+        torch.bmm(q_rows[start:stop].transpose(1, 2), grad, out=grad_lambdas[: stop - start])
+        if need_shared:
+            grad_shared += grad_lambdas.view(-1, n, key_dim, value_dim).sum(0)
+        if not (need_spectra or need_toeplitz):
+            continue
+        # Back through the reorder and the inverse DFT (the workspace's buffers are free again).
+        spatial = work.spatial.view(width, key_dim, block, n, value_dim)
+        spatial.copy_(grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4))
+        grad_product = _inverse_rows_adjoint(inverse, work.spatial, length, work.product.view(inverse.shape[1], -1))
+        grad_product = grad_product.view(work.product.shape)
+        columns = _block_columns(spectra, toeplitz, index * block)
+        grad_columns = _block_columns(grad_spectra, toeplitz, index * block) if need_spectra else None
+        for u, slice_columns in enumerate(columns):
+            size = slice_columns.shape[1]
+            part = slice(u * size, (u + 1) * size)
+            if need_toeplitz:
+                grad_toeplitz_slices[u].baddbmm_(grad_product, slice_columns.transpose(1, 2))
+            if need_spectra:  # overlapping blocks read the same rows: their gradients add up
+                torch.bmm(toeplitz[:, :, part].transpose(1, 2), grad_product, out=work.grad_columns)
+                grad_columns[u].add_(work.grad_columns)
+    grad_toeplitz = None
+    if need_toeplitz:  # (u, f, rows, cols) -> (f, rows, (u, cols)), the layout of toeplitz
+        grad_toeplitz = grad_toeplitz_slices.permute(1, 2, 0, 3).reshape(toeplitz.shape)
+    return grad_q, grad_spectra, grad_toeplitz, grad_shared
+
+
 class RowBlockContraction(torch.autograd.Function):
     """``y = q . (lambda_p + shared)`` computed one block of rows at a time; lambdas never stored.
 
@@ -229,12 +313,7 @@ class RowBlockContraction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q_rows, spectra, toeplitz, inverse, shared, height: int, width: int, block: int, length: int):
-        n, _, value_dim = shared.shape
-        work = _Workspace(toeplitz, shared, width, block, backward=False)
-        out = q_rows.new_empty(q_rows.shape[0], q_rows.shape[1], value_dim)
-        for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)
-            torch.bmm(q_rows[start:stop], lambdas[: stop - start], out=out[start:stop])
+        out = row_block_forward(q_rows, spectra, toeplitz, inverse, shared, height, width, block, length)
         ctx.save_for_backward(q_rows, spectra, toeplitz, inverse, shared)
         ctx.dims = (height, width, block, length)
         return out
@@ -243,53 +322,11 @@ class RowBlockContraction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         q_rows, spectra, toeplitz, inverse, shared = ctx.saved_tensors
-        height, width, block, length = ctx.dims
-        n, key_dim, value_dim = shared.shape
         need_q, need_spectra, need_toeplitz, _, need_shared = ctx.needs_input_grad[:5]
-        grad_out = grad_out.contiguous()
-        # Contiguous, whatever q_rows' strides (a batch of 1 makes them permuted): written in row slices.
-        grad_q = q_rows.new_empty(q_rows.shape) if need_q else None
-        grad_spectra = torch.zeros_like(spectra) if need_spectra else None
-        depth = spectra.shape[1]
-        bins, rows, slice_columns_size = toeplitz.shape[0], toeplitz.shape[1], toeplitz.shape[2] // depth
-        # One contiguous gradient per intra-depth slice: a batched GEMM accumulated into a
-        # column slice of grad_toeplitz (strided) falls back to one small GEMM per frequency.
-        grad_toeplitz_slices = toeplitz.new_zeros(depth, bins, rows, slice_columns_size) if need_toeplitz else None
-        grad_shared = torch.zeros_like(shared) if need_shared else None
-        work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
-        for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
-            lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)[: stop - start]
-            grad = grad_out[start:stop]
-            if need_q:
-                torch.bmm(grad, lambdas.transpose(1, 2), out=grad_q[start:stop])
-            if not (need_spectra or need_toeplitz or need_shared):
-                continue
-            grad_lambdas = work.grad_lambdas
-            if stop - start < grad_lambdas.shape[0]:  # a last partial block: rows past the map
-                grad_lambdas.zero_()
-            torch.bmm(q_rows[start:stop].transpose(1, 2), grad, out=grad_lambdas[: stop - start])
-            if need_shared:
-                grad_shared += grad_lambdas.view(-1, n, key_dim, value_dim).sum(0)
-            if not (need_spectra or need_toeplitz):
-                continue
-            # Back through the reorder and the inverse DFT (the workspace's buffers are free again).
-            spatial = work.spatial.view(width, key_dim, block, n, value_dim)
-            spatial.copy_(grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4))
-            grad_product = _inverse_rows_adjoint(inverse, work.spatial, length, work.product.view(inverse.shape[1], -1))
-            grad_product = grad_product.view(work.product.shape)
-            columns = _block_columns(spectra, toeplitz, index * block)
-            grad_columns = _block_columns(grad_spectra, toeplitz, index * block) if need_spectra else None
-            for u, slice_columns in enumerate(columns):
-                size = slice_columns.shape[1]
-                part = slice(u * size, (u + 1) * size)
-                if need_toeplitz:
-                    grad_toeplitz_slices[u].baddbmm_(grad_product, slice_columns.transpose(1, 2))
-                if need_spectra:  # overlapping blocks read the same rows: their gradients add up
-                    torch.bmm(toeplitz[:, :, part].transpose(1, 2), grad_product, out=work.grad_columns)
-                    grad_columns[u].add_(work.grad_columns)
-        grad_toeplitz = None
-        if need_toeplitz:  # (u, f, rows, cols) -> (f, rows, (u, cols)), the layout of toeplitz
-            grad_toeplitz = grad_toeplitz_slices.permute(1, 2, 0, 3).reshape(toeplitz.shape)
+        needs = (need_q, need_spectra, need_toeplitz, need_shared)
+        grad_q, grad_spectra, grad_toeplitz, grad_shared = row_block_backward(
+            grad_out, q_rows, spectra, toeplitz, inverse, shared, *ctx.dims, needs=needs
+        )
         return grad_q, grad_spectra, grad_toeplitz, None, grad_shared, None, None, None, None
 
 
