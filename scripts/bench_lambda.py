@@ -8,13 +8,23 @@ repetitions, so that load from other processes hits every contender alike:
    forward only (eval, no grad);
 2. whole-model throughput, ``lambda_resnet50`` vs torchvision's ``resnet50``: training
    (forward, backward, SGD step) and inference (eval, no grad), in images/s, per batch;
-3. peak training memory: max RSS of a fresh subprocess per configuration.
+3. peak training memory: max RSS of a fresh subprocess per configuration;
+4. ``scaling``: the default 64-channel layer's cost per position at several map sides, with
+   the spectral row transform as a real FFT and as a DFT GEMM, interleaved (forward + backward
+   and forward), and the spectral backward / forward ratio at the 7 shapes of the 16 layers;
+5. ``formulations``: every exact formulation at each of the 7 shapes, training and inference,
+   interleaved, against the fixed rule's pick (does the rule hold within 5%?);
+6. ``ops``: where each model spends a training / inference step (``torch.profiler`` top ops);
+7. ``compile``: the default model, ``torch.compile`` against eager, inference and a training
+   step, interleaved (compile time printed apart).
 
 Usage::
 
     python scripts/bench_lambda.py                          # everything (CPU: ~10-20 min on 2 cores)
     python scripts/bench_lambda.py --only layers            # layers | models | memory
     python scripts/bench_lambda.py --only models --batch 8 32 --with-reference-model
+    python scripts/bench_lambda.py --only scaling --only formulations   # per-position cost, the rule
+    python scripts/bench_lambda.py --only compile --batch 2                # compile vs eager (minutes)
     python scripts/bench_lambda.py --device cuda --precision bf16   # GPU, bf16 autocast
 """
 
@@ -34,6 +44,8 @@ import torch
 from torch import nn
 
 from lambda_repro.models import LambdaLayer, benchmark_formulations, create_model
+from lambda_repro.models.lambda_formulations import chooser, spectral
+from lambda_repro.models.lambda_formulations.chooser import SWITCH_MARGIN, candidate_formulations, rule_formulation
 from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
 LAYER_SHAPES = LAMBDA_RESNET50_LAYER_SHAPES
@@ -233,9 +245,205 @@ def bench_memory(batch: int) -> None:
         print(f"{name:<28}{result['max_rss_mib']:>10.0f}{result['peak_growth_mib']:>20.0f}", flush=True)
 
 
+@contextlib.contextmanager
+def row_transform(kind: str):
+    """Force the spectral row transform: ``"fft"`` (real FFT) or ``"gemm"`` (DFT matrix) at every width."""
+    saved = spectral.FFT_MIN_WIDTH
+    spectral.FFT_MIN_WIDTH = 1 if kind == "fft" else 10**9
+    try:
+        yield
+    finally:
+        spectral.FFT_MIN_WIDTH = saved
+
+
+def with_row_transform(kind: str, step):
+    def run() -> None:
+        with row_transform(kind):
+            step()
+
+    return run
+
+
+SCALING_SIDES = (56, 112, 160)
+
+
+def bench_scaling(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+    """Per-position cost of the 64-channel spectral layer (layer1's) at each side, FFT vs GEMM rows."""
+    for mode in ("forward + backward", "forward"):
+        contenders, positions = {}, {}
+        for side in SCALING_SIDES:
+            torch.manual_seed(0)
+            layer = LambdaLayer(64, implementation="spectral").to(device)
+            x = torch.randn(batch, 64, side, side, device=device, requires_grad=mode != "forward")
+            if mode == "forward":
+                layer.eval()
+            make = layer_forward if mode == "forward" else layer_step
+            positions[side] = batch * side * side
+            for kind in ("gemm", "fft"):
+                contenders[(side, kind)] = with_row_transform(kind, make(layer, x, precision))
+        medians = interleaved_medians(contenders, rounds, device)
+        print(f"\n64-channel spectral layer, batch {batch}, {mode}: us per position (median of {rounds}, interleaved)")
+        print(f"{'side':<8}{'GEMM rows':>11}{'FFT rows':>10}{'FFT/GEMM':>10}  default  {'default / default at 56':>24}")
+        per_position = {key: 1e6 * seconds / positions[key[0]] for key, seconds in medians.items()}
+
+        def default_of(side: int) -> str:
+            return "fft" if spectral.uses_fft(side) else "gemm"
+
+        at_56 = per_position[(SCALING_SIDES[0], default_of(SCALING_SIDES[0]))]
+        for side in SCALING_SIDES:
+            gemm, fft = per_position[(side, "gemm")], per_position[(side, "fft")]
+            default = default_of(side)
+            print(
+                f"{side:<8}{gemm:>11.2f}{fft:>10.2f}{fft / gemm:>10.2f}  {default:<7}"
+                f"{per_position[(side, default)] / at_56:>26.2f}",
+                flush=True,
+            )
+
+
+def bench_backward_ratio(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+    """Spectral layer: the backward's time over the (training) forward's, at the 7 shapes, interleaved."""
+    cases = []
+    for channels, stride, side, count in LAYER_SHAPES:
+        torch.manual_seed(0)
+        layer = LambdaLayer(channels, stride, implementation="spectral").to(device)
+        x = torch.randn(batch, channels, side, side, device=device, requires_grad=True)
+        cases.append((channels, stride, side, count, layer, x))
+    times = {id(case[4]): ([], []) for case in cases}
+    for repeat in range(rounds + 1):  # the first round warms up
+        for *_, layer, x in cases if repeat % 2 == 0 else cases[::-1]:
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            synchronize(device)
+            start = time.perf_counter()
+            with autocast(device, precision):
+                out = layer(x).float().sum()
+            synchronize(device)
+            middle = time.perf_counter()
+            out.backward()
+            synchronize(device)
+            if repeat:
+                forward, backward = times[id(layer)]
+                forward.append(middle - start)
+                backward.append(time.perf_counter() - middle)
+    print(f"\nspectral layer, batch {batch}: training forward and backward (ms, median of {rounds}, interleaved)")
+    print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'forward':>10}{'backward':>10}{'bwd/fwd':>9}")
+    total_f = total_b = 0.0
+    for channels, stride, side, count, layer, _ in cases:
+        forward, backward = (statistics.median(v) for v in times[id(layer)])
+        total_f, total_b = total_f + count * forward, total_b + count * backward
+        shape = f"{channels}, {side}x{side}, {stride}"
+        print(f"{shape:<24}{count:>6}{1e3 * forward:>10.1f}{1e3 * backward:>10.1f}{backward / forward:>9.2f}")
+    print(f"{'all 16 layers':<24}{16:>6}{1e3 * total_f:>10.1f}{1e3 * total_b:>10.1f}{total_b / total_f:>9.2f}")
+
+
+def bench_formulations(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+    """Every exact formulation per shape, training and inference: is the rule's pick within 5% of the best?"""
+    for mode in ("train", "inference"):
+        print(f"\nexact formulations per shape, batch {batch}, {mode} (ms, median of {rounds}, interleaved)")
+        print(
+            f"{'shape (C, HxW, stride)':<24}{'reference':>11}{'dense':>9}{'spectral':>10}"
+            "  rule      best      rule/best"
+        )
+        totals = {"rule": 0.0, "best": 0.0}
+        for channels, stride, side, count in LAYER_SHAPES:
+            names = candidate_formulations(side, side)
+            torch.manual_seed(0)
+            layers = {name: LambdaLayer(channels, stride, implementation=name).to(device) for name in names}
+            for layer in layers.values():
+                layer.load_state_dict(layers["reference"].state_dict())
+                layer.train(mode == "train")
+            x = torch.randn(batch, channels, side, side, device=device, requires_grad=mode == "train")
+            make = layer_step if mode == "train" else layer_forward
+            medians = interleaved_medians({n: make(layer, x, precision) for n, layer in layers.items()}, rounds, device)
+            rule, best = rule_formulation(side, side), min(medians, key=medians.__getitem__)
+            totals["rule"] += count * medians[rule]
+            totals["best"] += count * medians[best]
+            cells = "".join(
+                f"{1e3 * medians[n]:>{w}.1f}" if n in medians else f"{'-':>{w}}"
+                for n, w in (("reference", 11), ("dense", 9), ("spectral", 10))
+            )
+            ratio = medians[rule] / medians[best]
+            verdict = "holds" if ratio <= 1 + SWITCH_MARGIN else "DOES NOT HOLD"
+            shape = f"{channels}, {side}x{side}, {stride}"
+            print(f"{shape:<24}{cells}  {rule:<10}{best:<10}{ratio:.3f} {verdict}", flush=True)
+        ratio = totals["rule"] / totals["best"]
+        print(
+            f"all 16 layers (count-weighted): rule {1e3 * totals['rule']:.1f} ms, best {1e3 * totals['best']:.1f} ms, "
+            f"rule/best {ratio:.3f}"
+        )
+
+
+def bench_compile(
+    batch: int, rounds: int, device: torch.device, precision: str, resolution: int, with_functional: bool
+) -> None:
+    """The default model compiled (inductor, default mode) against eager: inference and a training step.
+
+    ``with_functional`` adds a compiled twin that captures the spectral formulation as plain tensor
+    ops (what export sees) instead of the eager kernel as one custom op (what compile runs).
+    """
+    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    variants = {"compiled": True, **({"compiled, functional spectral": False} if with_functional else {})}
+    for mode in ("inference", "train"):
+        eager = build("lambda_resnet50", device).train(mode == "train")
+
+        def make(model: nn.Module, mode: str = mode):
+            return train_step(model, x, target, precision) if mode == "train" else infer_step(model, x, precision)
+
+        steps = {"eager": make(eager)}
+        for name, as_op in variants.items():
+            step = make(torch.compile(build("lambda_resnet50", device).train(mode == "train")))
+            steps[name] = with_spectral_capture(as_op, step)
+            start = time.perf_counter()
+            steps[name]()  # compiles
+            print(f"\n{name} ({mode}): first call (compiling) {time.perf_counter() - start:.1f} s", flush=True)
+        medians = interleaved_medians(steps, rounds, device)
+        print(f"{mode}, batch {batch} at {resolution}, {precision}, ms per step (median of {rounds}, interleaved):")
+        for name, seconds in medians.items():
+            print(f"  {name:<32}{1e3 * seconds:>9.1f}  {seconds / medians['eager']:.2f}x eager's time", flush=True)
+
+
+def with_spectral_capture(as_op: bool, step):
+    """Run ``step`` with compile capturing the spectral kernel as one op (True) or as plain tensor ops."""
+
+    def run() -> None:
+        saved = chooser.COMPILE_SPECTRAL_AS_OP
+        chooser.COMPILE_SPECTRAL_AS_OP = as_op
+        try:
+            step()
+        finally:
+            chooser.COMPILE_SPECTRAL_AS_OP = saved
+
+    return run
+
+
+def bench_ops(batch: int, device: torch.device, precision: str, rows: int = 18) -> None:
+    """Where each model spends a step (torch.profiler, self time per op), training and inference."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for mode in ("train", "inference"):
+        for name in ("lambda_resnet50", "resnet50"):
+            model = build(name, device).train(mode == "train")
+            step = train_step(model, x, target, precision) if mode == "train" else infer_step(model, x, precision)
+            step()  # warm-up
+            with profile(activities=activities) as prof:
+                step()
+                synchronize(device)
+            key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            print(f"\n{name}, {mode}, batch {batch} at 224: top ops by self time")
+            print(prof.key_averages().table(sort_by=key, row_limit=rows), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("layers", "models", "memory"), action="append")
+    parser.add_argument(
+        "--only", choices=("layers", "models", "memory", "scaling", "formulations", "compile", "ops"), action="append"
+    )
+    parser.add_argument("--resolution", type=int, default=224, help="input side of --only compile")
+    parser.add_argument("--compile-functional", action="store_true", help="compile: also the functional spectral")
     parser.add_argument("--batch", type=int, nargs="+", default=[8], help="one or more batch sizes")
     parser.add_argument("--precision", choices=sorted(PRECISION), default="fp32", help="autocast dtype")
     parser.add_argument("--with-measured", action="store_true", help="also lambda_resnet50 with measured choices")
@@ -258,6 +466,15 @@ def main() -> None:
             bench_models(batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision)
         if "memory" in parts and device.type == "cpu":
             bench_memory(batch)
+        if "scaling" in parts:
+            bench_scaling(batch, args.rounds, device, args.precision)
+            bench_backward_ratio(batch, args.rounds, device, args.precision)
+        if "formulations" in parts:
+            bench_formulations(batch, args.rounds, device, args.precision)
+        if "ops" in parts:
+            bench_ops(batch, device, args.precision)
+        if "compile" in parts:
+            bench_compile(batch, args.rounds, device, args.precision, args.resolution, args.compile_functional)
     print("\n" + host_frame(device))
 
 

@@ -1,6 +1,7 @@
-"""The spectral formulation's cost per position does not grow with the map, and wide rows stay exact.
+"""The spectral formulation's cost per position stays bounded with the map, and wide rows stay exact.
 
-Rows of width >= ``FFT_MIN_WIDTH`` use a real FFT instead of the dense DFT GEMM; the
+Rows of width >= ``FFT_MIN_WIDTH`` use a real FFT instead of the dense DFT GEMM (below it the
+GEMM is faster, measured: see ``spectral.FFT_MIN_WIDTH``); the
 exactness tests force that switch on at small widths too (so they run fast) and check it at
 a real wide map, in float64 against the published formulation: outputs and all gradients.
 """
@@ -24,15 +25,19 @@ from lambda_repro.models.lambda_formulations.spectral_cost import spectral_macs_
 
 
 @pytest.mark.parametrize("side", [112, 160])
-def test_macs_per_position_at_large_maps_not_above_56x56(side):
+def test_fft_rows_keep_macs_per_position_at_large_maps_not_above_56x56(monkeypatch, side):
+    """What the FFT path buys when it is on (here from width 96): large maps cost no more per position."""
+    monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 96)
     at_56 = spectral_macs_per_position(56, 56)
     assert spectral_macs_per_position(side, side) <= at_56, (side, spectral_macs_per_position(side, side), at_56)
 
 
-def test_macs_per_position_bounded_for_any_width():
-    """Not only at 112 and 160: no width up to 1024 costs more than 56x56 per position."""
-    at_56 = spectral_macs_per_position(56, 56)
-    assert max(spectral_macs_per_position(56, w) for w in range(96, 1025, 7)) <= at_56
+def test_default_macs_per_position_bounded_for_any_width():
+    """DFT GEMM rows up to FFT_MIN_WIDTH (faster there, measured), FFT rows beyond: no width up to 1024
+    costs more per position than the widest GEMM row."""
+    widest_gemm_row = spectral_macs_per_position(56, spectral.FFT_MIN_WIDTH - 1)
+    assert max(spectral_macs_per_position(56, w) for w in range(56, 1025, 7)) <= widest_gemm_row
+    assert spectral_macs_per_position(56, spectral.FFT_MIN_WIDTH) < widest_gemm_row
 
 
 def test_dense_dft_cost_would_grow_with_the_width(monkeypatch):
@@ -78,9 +83,10 @@ def test_fft_rows_same_function_and_gradients_float64(monkeypatch, channels, str
     assert_same_function(reference, fast, torch.randn(2, channels, height, width, dtype=torch.float64), 1e-10)
 
 
-@pytest.mark.parametrize(("stride", "width"), [(1, 97), (2, 112)])
-def test_wide_map_uses_fft_and_is_exact(stride, width):
-    assert spectral.uses_fft(width)
+@pytest.mark.parametrize(("stride", "width_past_the_switch"), [(1, 1), (2, 17)])
+def test_wide_map_uses_fft_and_is_exact(stride, width_past_the_switch):
+    width = spectral.FFT_MIN_WIDTH + width_past_the_switch
+    assert spectral.uses_fft(width) and not spectral.uses_fft(spectral.FFT_MIN_WIDTH - 1)
     reference, fast = twin_layers(8, stride, "spectral", torch.float64)
     assert_same_function(reference, fast, torch.randn(1, 8, 4, width, dtype=torch.float64), 1e-10)
 

@@ -33,9 +33,13 @@ from torch.autograd.function import once_differentiable
 
 from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 
-FFT_MIN_WIDTH = 96
-"""Rows at least this wide are transformed by a real FFT instead of a DFT GEMM: the GEMM costs
-``~2*bins`` multiply-adds per lambda entry, growing with the width, the FFT ``O(log W)``."""
+FFT_MIN_WIDTH = 320
+"""Rows at least this wide are transformed by a real FFT instead of a DFT GEMM. The GEMM costs
+``~2*bins`` multiply-adds per lambda entry, growing with the width, the FFT ``O(log W)``, but the
+GEMM runs near peak and the FFT (with its reorders) does not: measured on the 2-core CPU host
+(``scripts/bench_lambda.py --only scaling``, 64-channel layer, batch 8, interleaved), FFT rows
+were 1.3-1.7x slower than GEMM rows at widths 56, 112 and 160, forward and backward, and the
+ratio grew slowly with the width; 320 is that trend's crossover, extrapolated, not measured."""
 
 
 def uses_fft(width: int) -> bool:
