@@ -101,8 +101,8 @@ def score(params: dict) -> dict:
     return {
         "top1": round(scores["top1"], 4),
         "top5": round(scores["top5"], 4),
-        # JSON has no NaN: a diverged model's loss is recorded as null.
-        "loss": round(scores["loss"], 6) if math.isfinite(scores["loss"]) else None,
+        # JSON has no NaN: a diverged model's loss is recorded as null. Four decimals, as train.json's loss.
+        "loss": round(scores["loss"], 4) if math.isfinite(scores["loss"]) else None,
         "images": scores["images"],
         "resolution": job.image_size,
         "resize": eval_resize_size(job.image_size),

@@ -128,7 +128,9 @@ def run(params: dict, args) -> int:
         print(f"profile: {pointer} names no MLflow run; metrics only in {profile_path}")
         return 0
     artifacts = [(path, "metrics") for path in (profile_path, info_path(profile_path), timeline_path)]
-    params = {**profile_params(results), **ratio_params(ratios)}
+    # Ratios to 3 decimals: a param is shown as written, and 0.6208937979212139 says no more than 0.621.
+    ratios_rounded = {key: round(value, 3) for key, value in ratio_params(ratios).items()}
+    params = {**profile_params(results), **ratios_rounded}
     problem = log_to_run(ref, params=params, artifacts=artifacts, buffer_dir=metrics_dir / "mlflow_buffer")
     print(f"profile: MLflow: {problem}" if problem else f"profile: logged to MLflow run {ref.run_id}")
     return 0

@@ -176,7 +176,7 @@ def test_two_process_evaluation_counts_exactly_what_one_process_counts(manifest,
     assert one["images"] == two["images"] == 9  # 5 + 4: none lost, none twice
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert (one["top1"], one["top5"]) == (two["top1"], two["top5"])
-    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+    assert two["loss"] == pytest.approx(one["loss"], abs=1.01e-4)  # eval.json keeps 4 decimals: one unit apart at most
     bf16 = scores["two_bf16"]
     assert bf16["images"] == 9 and bf16["loss"] is not None and 0 <= bf16["top1"] <= 100
 

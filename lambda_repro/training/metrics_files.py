@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -24,23 +25,26 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-# The summary's entries compared across runs (DVC metrics), under the short names train.json gives them;
-# the other entries (world size, batch, lr: settings) go to train_info.json.
+# The summary's entries compared across runs (DVC metrics), under the short names train.json gives them, with
+# the digits shown. Names are shared with the other metrics files where the quantity is the same kind, so that
+# `dvc metrics show` (one column per distinct name, one row per file) stays within 120 columns: `loss` (eval.json's
+# is the val loss), `train_img_s` (profile.json's is the profiled training step's). The other entries (epochs, world
+# size, batch, lr: settings, and the train top-1) go to train_info.json.
 SUMMARY_METRICS = {
-    "epochs": "epochs",
-    "final_train_loss": "train_loss",
-    "final_val_top1": "top1",
-    "final_val_top5": "top5",
-    "best_val_top1": "best_top1",
-    "img_per_s": "img_per_s",
-    "wall_s": "wall_s",
+    "final_train_loss": ("loss", 4),
+    "final_val_top1": ("top1", 4),
+    "final_val_top5": ("top5", 4),
+    "best_val_top1": ("best_top1", 4),
+    "img_per_s": ("train_img_s", 2),
+    "wall_s": ("wall_s", 1),
 }
 
 
 def write_summary(path: str | os.PathLike, summary: dict) -> None:
     """``metrics/train.json`` (the numbers of :data:`SUMMARY_METRICS`, short names) and ``train_info.json``."""
-    numbers = {short: summary.get(key) for key, short in SUMMARY_METRICS.items()}
-    if isinstance(numbers["img_per_s"], float):
-        numbers["img_per_s"] = round(numbers["img_per_s"], 2)
+    numbers = {}
+    for key, (short, digits) in SUMMARY_METRICS.items():
+        value = summary.get(key)
+        numbers[short] = round(value, digits) if isinstance(value, float) and math.isfinite(value) else value
     info = {key: value for key, value in summary.items() if key not in SUMMARY_METRICS}
     write_metrics(path, numbers, info)
