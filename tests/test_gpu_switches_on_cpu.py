@@ -131,7 +131,7 @@ def test_cpu_autocast_trains_finite_and_fp16_scales_the_loss(manifest, tmp_path,
     history = checkpoint["history"]
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
     summary = read_metrics(tmp_path / "metrics" / "train.json")
-    assert summary["epochs"] == 2 and 0 <= summary["top1"] <= 100
+    assert summary["epochs"] == 2 and 0 <= summary["final_val_top1"] <= 100
     if precision == "fp16":
         assert checkpoint["scaler"]["scale"] > 0  # the GradScaler ran (torch.amp.GradScaler("cpu"))
     else:

@@ -31,7 +31,7 @@ def test_a_metrics_file_without_info_reads_alone(tmp_path):
     assert read_metrics(tmp_path / "train.json") == {"epochs": 3}
 
 
-def test_train_summary_keeps_six_short_named_rounded_numbers_and_moves_settings_to_info(tmp_path):
+def test_train_summary_keeps_four_short_named_rounded_numbers_and_moves_the_rest_to_info(tmp_path):
     summary = {
         "epochs": 8,
         "final_train_loss": 0.8338276758790016,
@@ -49,14 +49,20 @@ def test_train_summary_keeps_six_short_named_rounded_numbers_and_moves_settings_
     numbers = json.loads((tmp_path / "train.json").read_text())
     assert numbers == {
         "loss": 0.8338,  # the final train loss, in the column eval.json's val loss shares
-        "top1": 95.625,
-        "top5": 99.375,
         "best_top1": 96.25,
         "train_img_s": 12.35,
         "wall_s": 160.2,
     }
     info = json.loads((tmp_path / "train_info.json").read_text())
-    assert info == {"epochs": 8, "final_train_top1": 90.0, "world_size": 2, "global_batch": 32, "peak_lr": 0.025}
+    assert info == {
+        "epochs": 8,
+        "final_train_top1": 90.0,
+        "final_val_top1": 95.625,  # = eval.json's top1 (same checkpoint and preprocessing): not repeated as a metric
+        "final_val_top5": 99.375,
+        "world_size": 2,
+        "global_batch": 32,
+        "peak_lr": 0.025,
+    }
     assert read_metrics(tmp_path / "train.json")["epochs"] == 8  # readers see both files merged
 
     summary.update(final_train_loss=math.nan, img_per_s=None)  # a diverged or empty run

@@ -95,4 +95,4 @@ def test_what_the_stages_write_fits_120_columns_at_its_widest(capsys, tmp_path):
     assert widest_line(table) <= MAX_COLUMNS, table
     # The shared names: one column each, read per row (train loss vs val loss, run vs profiled training step).
     header = table.splitlines()[0].split()
-    assert header.count("loss") == 1 and header.count("train_img_s") == 1 and len(header) == 10
+    assert header.count("loss") == 1 and header.count("train_img_s") == 1 and len(header) == 10  # Path and 9 names

@@ -83,7 +83,7 @@ def test_repro_writes_consistent_metrics(project):
     assert (evaluation["images"], evaluation["resolution"], evaluation["resize"]) == (8, 32, 37)
     assert evaluation["epochs_trained"] == 1
     # The same checkpoint and preprocessing score the same in training's last validation and here.
-    assert evaluation["top1"] == pytest.approx(train["top1"])
+    assert evaluation["top1"] == pytest.approx(train["final_val_top1"])
 
 
 @pytest.mark.slow

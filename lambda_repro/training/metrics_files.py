@@ -26,14 +26,13 @@ def write_history(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 # The summary's entries compared across runs (DVC metrics), under the short names train.json gives them, with
-# the digits shown. Names are shared with the other metrics files where the quantity is the same kind, so that
-# `dvc metrics show` (one column per distinct name, one row per file) stays within 120 columns: `loss` (eval.json's
-# is the val loss), `train_img_s` (profile.json's is the profiled training step's). The other entries (epochs, world
-# size, batch, lr: settings, and the train top-1) go to train_info.json.
+# the digits shown. `dvc metrics show` prints one column per distinct name and one row per file: names shared
+# with the other metrics files for a quantity of the same kind keep it within 120 columns (`loss`: eval.json's is
+# the val loss; `train_img_s`: profile.json's is the profiled training step's). The other entries go to
+# train_info.json: settings (epochs, world size, batch, lr), the final train top-1, and the final val top-1 /
+# top-5, which equal eval.json's (the same checkpoint, scored the same way) and would only repeat its columns.
 SUMMARY_METRICS = {
     "final_train_loss": ("loss", 4),
-    "final_val_top1": ("top1", 4),
-    "final_val_top5": ("top5", 4),
     "best_val_top1": ("best_top1", 4),
     "img_per_s": ("train_img_s", 2),
     "wall_s": ("wall_s", 1),
