@@ -44,7 +44,7 @@ TRAIN_STAGE = PROJECT_ROOT / "pipelines" / "train.py"
 STEPS_PER_EPOCH = 8
 EXIT_PREEMPTED = 75  # pipelines/train.py: "stopped by SIGTERM / SIGINT with a checkpoint saved"
 # Wall-clock figures differ between runs; everything else must not.
-TIMING_KEYS = {"img_per_s", "epoch_s", "wall_s"}
+TIMING_KEYS = {"img_per_s", "train_img_s", "epoch_s", "wall_s"}  # history rows, train.json
 STAGE_TIMEOUT_S = 300  # one healthy run takes 20-80 s here, depending on the load
 
 

@@ -51,7 +51,7 @@ def test_train_summary_keeps_four_short_named_rounded_numbers_and_moves_the_rest
         "loss": 0.8338,  # the final train loss, in the column eval.json's val loss shares
         "best_top1": 96.25,
         "train_img_s": 12.35,
-        "wall_s": 160.2,
+        "wall_s": 160,
     }
     info = json.loads((tmp_path / "train_info.json").read_text())
     assert info == {

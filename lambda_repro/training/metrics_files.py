@@ -35,7 +35,7 @@ SUMMARY_METRICS = {
     "final_train_loss": ("loss", 4),
     "best_val_top1": ("best_top1", 4),
     "img_per_s": ("train_img_s", 2),
-    "wall_s": ("wall_s", 1),
+    "wall_s": ("wall_s", 0),  # whole seconds: DVC shows a float of 6+ digits as 1.2346e+05
 }
 
 
@@ -44,6 +44,8 @@ def write_summary(path: str | os.PathLike, summary: dict) -> None:
     numbers = {}
     for key, (short, digits) in SUMMARY_METRICS.items():
         value = summary.get(key)
-        numbers[short] = round(value, digits) if isinstance(value, float) and math.isfinite(value) else value
+        if isinstance(value, float) and math.isfinite(value):
+            value = round(value, digits) if digits else round(value)
+        numbers[short] = value
     info = {key: value for key, value in summary.items() if key not in SUMMARY_METRICS}
     write_metrics(path, numbers, info)
