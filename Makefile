@@ -12,11 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 # Reinstalled whenever pyproject.toml changes. torch/torchvision pinned to the builds on this
-# machine kind's local disk; the ranges in pyproject.toml admit other builds elsewhere.
+# machine kind's local disk; the ranges in pyproject.toml admit other builds elsewhere. setuptools'
+# "Editable installation ... be careful with folders ... same name as your package" note is silenced:
+# it says nothing about this project (lambda_repro/ is the package) and would be the install's only output.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install --quiet torch torchvision
-	$(BIN)/pip install --quiet -e ".[dev]"
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
