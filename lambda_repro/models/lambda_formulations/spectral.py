@@ -387,8 +387,14 @@ def lambda_output_spectral(
     (``RowBlockContraction``). Graph capture (compile, export, tracing) cannot follow its
     ``out=`` writes; ``lambda_output_spectral_functional`` is the same math for those.
     """
+    return row_kernel_output(RowBlockContraction.apply, queries, values, content, weight, bias, height, width)
+
+
+def row_kernel_output(kernel, queries, values, content, weight, bias, height: int, width: int) -> torch.Tensor:
+    """The layer output through ``kernel``, a callable with ``row_block_forward``'s arguments (the autograd
+    function in eager mode, the custom op under compile): operands prepared once, the output laid out once."""
     ops = SpectralOperands(queries, values, content, weight, bias, height, width)
-    out = RowBlockContraction.apply(
+    out = kernel(
         ops.q_rows, ops.spectra, ops.toeplitz, ops.inverse, ops.shared, height, width, ops.block, ops.fft_length
     )
     return out.view(ops.output_shape).permute(1, 2, 3, 0)

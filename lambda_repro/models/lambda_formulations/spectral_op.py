@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from lambda_repro.models.lambda_formulations.spectral import SpectralOperands, row_block_backward, row_block_forward
+from lambda_repro.models.lambda_formulations.spectral import row_block_backward, row_block_forward, row_kernel_output
 
 
 @torch.library.custom_op("lambda_repro::spectral_rows", mutates_args=())
@@ -87,8 +87,4 @@ def lambda_output_spectral_op(
     width: int,
 ) -> torch.Tensor:
     """Layer output, as ``lambda_output_spectral``, with the row-block kernel as one custom op."""
-    ops = SpectralOperands(queries, values, content, weight, bias, height, width)
-    out = spectral_rows(
-        ops.q_rows, ops.spectra, ops.toeplitz, ops.inverse, ops.shared, height, width, ops.block, ops.fft_length
-    )
-    return out.view(ops.output_shape).permute(1, 2, 3, 0)
+    return row_kernel_output(spectral_rows, queries, values, content, weight, bias, height, width)
