@@ -42,8 +42,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXIT_PREEMPTED = 75
 STAGE_TIMEOUT_S = 300  # one healthy training takes 20-80 s here, depending on the load
-# A job signalled from outside sleeps this long before each step: on a fast host an epoch of 8 steps
-# took 2 s, and the signal sent after epoch 1's checkpoint landed after training had finished.
+# A job signalled from outside sleeps this long before each step, so that epoch 2 outlasts the signal's way
+# down on any host (an epoch of 8 steps takes 2 s on a fast one).
 SLOW_STEP_ENV = {"LAMBDA_REPRO_FAULT_STEP_DELAY_S": "0.75"}
 WORKER_LOG = "logs/train_workers.log"
 CHECKPOINT = "checkpoints/last.pt"
@@ -234,9 +234,14 @@ def test_sigkill_of_the_dvc_process_group_leaves_no_trainer_and_no_later_write(p
     assert not leftovers or all(name.endswith(".tmp") for name in leftovers)
 
 
-def test_sigterm_to_the_dvc_pid_alone_stops_cleanly_and_the_rerun_resumes_identically(prepared, tmp_path, reference):
+# dvc runs the stage through $SHELL -c (/bin/sh where SHELL is unset): dash forks a child for the command, so
+# the launcher's parent is a shell that outlives dvc; bash execs it, so the parent is dvc itself.
+@pytest.mark.parametrize("shell", [s for s in ("/bin/sh", "/bin/bash") if Path(s).exists()])
+def test_sigterm_to_the_dvc_pid_alone_stops_cleanly_and_the_rerun_resumes_identically(
+    prepared, tmp_path, reference, shell
+):
     project = copy_project(prepared, tmp_path)
-    job = Terminal(project)
+    job = Terminal(project, env={**SLOW_STEP_ENV, "SHELL": shell})
     job.wait_for_training(epochs_done=1)
     stage_tree = [p for p in job.tree() if p.pid != job.process.pid]
     os.kill(job.process.pid, signal.SIGTERM)  # a container runtime stopping its main process

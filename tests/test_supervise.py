@@ -114,3 +114,49 @@ def test_space_error_names_the_file_the_space_needed_and_what_is_free(tmp_path):
     text = str(err)
     assert text.startswith(f"No space left on device for checkpoint {tmp_path / 'last.pt'}: it needs about 3.0 MiB, ")
     assert f"MiB free in {tmp_path}; the previous checkpoint is kept" in text
+
+
+# The stage command as dvc runs it where SHELL is unset: through `/bin/sh -c`, which dash does not exec.
+# It supervises a child that writes a marker on SIGTERM, then reports how the supervision ended.
+LAUNCHER_UNDER_SHELL = """
+import json, sys
+from pathlib import Path
+from lambda_repro.training.supervise import owner_process, supervise
+work = Path(sys.argv[1])
+(work / "owner").write_text(str(owner_process().pid))
+child = (
+    "import signal, sys, time, pathlib; "
+    "signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path(sys.argv[1]).write_text('stopped'), sys.exit(0))); "
+    "print('ready', file=sys.stderr, flush=True); time.sleep(120)"
+)
+done = supervise([sys.executable, "-c", child, str(work / "marker")], {}, work / "outcome.json", work / "log.txt")
+(work / "done").write_text(json.dumps({"returncode": done.returncode, "stop_signal": done.stop_signal}))
+"""
+# The owner: starts the launcher as dvc does (`/bin/sh -c "python ..."`) and waits for it.
+OWNER = """
+import shlex, subprocess, sys
+subprocess.Popen(["/bin/sh", "-c", shlex.join([sys.executable, "-c", sys.argv[1], sys.argv[2]])]).wait()
+"""
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
+def test_the_launcher_stops_when_its_owner_dies_even_through_a_wrapper_shell(tmp_path):
+    import json
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, LAUNCHER_UNDER_SHELL, str(tmp_path)], env=env)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "owner").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # The owner is the python above the shell, not the shell (whatever /bin/sh is: dash forks, bash execs).
+    assert int((tmp_path / "owner").read_text()) == owner.pid
+    while "ready" not in (tmp_path / "log.txt").read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # the child's SIGTERM handler is installed before it prints "ready"
+    owner.kill()  # dvc SIGTERM'd (or killed): the shell between it and the launcher lives on
+    owner.wait(timeout=10)
+    while not (tmp_path / "done").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "marker").read_text() == "stopped"
+    assert json.loads((tmp_path / "done").read_text()) == {"returncode": 0, "stop_signal": "SIGTERM"}

@@ -5,6 +5,11 @@
   SIGKILL as its parent-death signal, and each worker asks for SIGKILL when torchrun dies
   (see :func:`tie_to_launcher`). So a SIGKILL of the launcher, of ``dvc``'s process group or
   of torchrun ends the whole tree at once, and nothing writes the checkpoint afterwards.
+* **The owner's death is a stop.** dvc runs a stage's command through ``$SHELL -c``, and dash
+  (Debian's ``/bin/sh``, dvc's choice where ``SHELL`` is unset) does not exec it, so the
+  launcher's parent may be a shell that outlives a SIGTERM'd ``dvc``. The launcher therefore
+  watches its owner, the first ancestor that is not such a wrapper shell, and stops as on
+  SIGTERM when it is gone (see :func:`owner_process`).
 * **One stop.** SIGTERM / SIGINT reach the launcher (alone, or with its whole process
   group: torchrun and the workers are in sessions of their own) and are forwarded to
   torchrun once; torchrun passes them to the workers, which checkpoint at the current step.
@@ -105,6 +110,39 @@ def tie_to_launcher() -> None:
         os._exit(1)
 
 
+# Shells that dvc (or a user's wrapper script) may run a command through without exec'ing it.
+_WRAPPER_SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
+
+
+def owner_process():
+    """The process whose death means "stop": the parent, or above it the first that is not a ``shell -c`` wrapper.
+
+    A ``psutil.Process`` (it remembers its start time, so a recycled pid does not pass for it),
+    or None where the parent cannot be read.
+    """
+    import psutil
+
+    try:
+        proc = psutil.Process(os.getppid())
+        while proc.name() in _WRAPPER_SHELLS and "-c" in proc.cmdline()[1:]:
+            above = proc.parent()
+            if above is None or above.pid <= 1:
+                break
+            proc = above
+        return proc
+    except psutil.Error:
+        return None
+
+
+def _gone(proc) -> bool:
+    import psutil
+
+    try:
+        return proc is not None and (not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return True
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL ``pid`` and every process below it (children first listed, so none escapes)."""
     import psutil
@@ -194,7 +232,7 @@ def supervise(
 ) -> Supervised:
     """Run torchrun's ``command`` tied to this process; see the module docstring for what that means."""
     die_with_parent(signal.SIGTERM)
-    parent = os.getppid()
+    parent, owner = os.getppid(), owner_process()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_bytes(b"")
     env = {**env, LAUNCHER_PID_ENV: str(os.getpid())}
@@ -223,8 +261,8 @@ def supervise(
             if outcome is not None and is_permanent_failure(outcome):
                 kill_tree(process.pid)
                 break
-            if os.getppid() != parent and not stop:
-                # The parent (dvc) is gone and the parent-death signal did not come (not Linux, or a race).
+            if not stop and (os.getppid() != parent or _gone(owner)):
+                # dvc is gone: the parent-death signal did not come (not Linux, a race, or a shell between us).
                 forward_once(signal.SIGTERM, None)
             time.sleep(POLL_S)
         returncode = process.wait()
