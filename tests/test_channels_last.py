@@ -105,3 +105,24 @@ def test_other_conversion_errors_still_raise():
         conv._apply(broken)
     conv.to(memory_format=torch.channels_last_3d)  # the 5-D format still applies to the 5-D kernel as is
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_spectral_inference_hands_back_channels_last_training_nchw_same_values(stride):
+    """Without grad the spectral output comes back as (N, H, W, C) memory (no cache-missing transpose); with grad,
+    the layout it had before (the layout the BatchNorm backward after it is fast on); same values either way."""
+    torch.manual_seed(0)
+    fast = LambdaLayer(32, stride, implementation="spectral").double()
+    reference = LambdaLayer(32, stride, implementation="reference").double()
+    reference.load_state_dict(fast.state_dict())
+    fast.eval(), reference.eval()
+    x = torch.randn(3, 32, 24, 24, dtype=torch.float64)
+    with torch.no_grad():
+        out, expected = fast(x), reference(x)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert rel(out, expected) < 1e-12
+    with_grad = fast(x.requires_grad_())
+    assert not with_grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(with_grad.detach(), out)
+    with_grad.sum().backward()
+    assert torch.isfinite(x.grad).all()
