@@ -14,6 +14,7 @@ from conftest import calibrated_outputs, relative_error
 from fill import fill_state_dict
 
 from lambda_repro.models import LambdaLayer
+from lambda_repro.models.lambda_formulations import spectral as spectral_module
 from lambda_repro.models.lambda_formulations.chooser import choose_formulation, lambda_output
 from lambda_repro.models.lambda_formulations.dense import relative_position_matrix
 from lambda_repro.models.lambda_formulations.spectral import RowDFT, lambda_output_spectral, row_block
@@ -174,13 +175,41 @@ def saved_for_backward(implementation: str, side: int) -> list[int]:
 
 
 @pytest.mark.parametrize("side", [28, 56])
-def test_spectral_keeps_less_for_backward_than_the_published_layer(side):
-    """The point of the row blocks: no lambda-sized tensor is kept, and less in total."""
+def test_spectral_keeps_its_lambdas_once_and_about_what_the_published_layer_keeps(side):
+    """By default training keeps every block's lambdas (one lambda-sized tensor, as the published layer)."""
     lambdas = 2 * 16 * 16 * side * side
     spectral, reference = saved_for_backward("spectral", side), saved_for_backward("reference", side)
     assert max(reference) >= lambdas  # the published layer keeps its lambdas
+    assert max(spectral) <= lambdas and sorted(spectral)[-2] < lambdas * 0.6, sorted(spectral)[-3:]
+    assert sum(spectral) < 1.15 * sum(reference), (sum(spectral), sum(reference))
+
+
+@pytest.mark.parametrize("side", [28, 56])
+def test_spectral_rebuilding_its_lambdas_keeps_less_than_the_published_layer(side, monkeypatch):
+    """The lower-memory backward: no lambda-sized tensor is kept, and less in total."""
+    monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_FOR_BACKWARD", False)
+    lambdas = 2 * 16 * 16 * side * side
+    spectral, reference = saved_for_backward("spectral", side), saved_for_backward("reference", side)
     assert max(spectral) < lambdas * 0.6, (max(spectral), lambdas)
     assert sum(spectral) < sum(reference), (sum(spectral), sum(reference))
+
+
+def test_kept_and_rebuilt_lambdas_give_the_same_gradients(monkeypatch):
+    """The backward from the kept lambdas and the one that rebuilds them compute the same numbers."""
+    torch.manual_seed(0)
+    layer = LambdaLayer(32, implementation="spectral").double()
+    x = torch.randn(2, 32, 13, 11, dtype=torch.float64)  # 13 rows: a partial last block of rows
+
+    def gradients() -> list[torch.Tensor]:
+        layer.zero_grad()
+        inputs = x.clone().requires_grad_()
+        layer(inputs).square().sum().backward()
+        return [inputs.grad, *(p.grad for p in layer.parameters())]
+
+    kept = gradients()
+    monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_FOR_BACKWARD", False)
+    rebuilt = gradients()
+    assert all(torch.equal(a, b) for a, b in zip(kept, rebuilt, strict=True))
 
 
 def test_relative_position_matrix_is_the_convolution():

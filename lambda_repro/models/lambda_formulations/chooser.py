@@ -7,7 +7,7 @@ differ in. Every formulation computes the same function as the published one:
 * ``"reference"``: the published 3-D convolution + einsum (the nominal MAC count);
 * ``"dense"``: dense relative-position matrices, all GEMMs (small maps; see ``dense``);
 * ``"spectral"``: a DFT along rows and block-Toeplitz GEMMs down columns, lambdas built one
-  block of rows at a time and never stored (large maps; see ``spectral``);
+  block of rows at a time (large maps; see ``spectral``);
 * ``"auto"``: the fastest of these, measured on the machine it runs on (``FormulationChooser``).
 
 Graph capture (``torch.compile``, ``torch.export``, ONNX export, ``torch.jit.trace``) runs

@@ -32,7 +32,7 @@ def spectral_rows(
     length: int,
 ) -> torch.Tensor:
     """``RowBlockContraction``'s forward: ``(H*W*N, heads, v)``."""
-    return row_block_forward(q_rows, spectra, toeplitz, inverse, shared, height, width, block, length)
+    return row_block_forward(q_rows, spectra, toeplitz, inverse, shared, height, width, block, length)[0]
 
 
 @spectral_rows.register_fake
