@@ -184,10 +184,14 @@ def test_spectral_keeps_its_lambdas_once_and_about_what_the_published_layer_keep
     assert sum(spectral) < 1.15 * sum(reference), (sum(spectral), sum(reference))
 
 
+@pytest.mark.parametrize("why", ["switched off", "over the CPU size limit"])
 @pytest.mark.parametrize("side", [28, 56])
-def test_spectral_rebuilding_its_lambdas_keeps_less_than_the_published_layer(side, monkeypatch):
+def test_spectral_rebuilding_its_lambdas_keeps_less_than_the_published_layer(side, why, monkeypatch):
     """The lower-memory backward: no lambda-sized tensor is kept, and less in total."""
-    monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_FOR_BACKWARD", False)
+    if why == "switched off":
+        monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_FOR_BACKWARD", False)
+    else:  # lambdas of 2 * 16 * 16 * side**2 floats, far over 1 KiB
+        monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_MAX_BYTES_CPU", 1024)
     lambdas = 2 * 16 * 16 * side * side
     spectral, reference = saved_for_backward("spectral", side), saved_for_backward("reference", side)
     assert max(spectral) < lambdas * 0.6, (max(spectral), lambdas)

@@ -34,11 +34,26 @@ from torch.autograd.function import once_differentiable
 from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 
 KEEP_LAMBDAS_FOR_BACKWARD = True
-"""Training keeps every block's lambdas for the backward, as the published layer keeps its own (autograd then
+"""Training may keep every block's lambdas for the backward, as the published layer keeps its own (autograd then
 holds 0.96-1.10x what it holds for the published layer at 56x56 / 28x28), instead of rebuilding them block by
-block (0.32-0.47x). Measured interleaved on the 2-core CPU host (sgemm ~290 / conv ~250 GFLOP/s, batch 8):
-forward + backward 9% faster for the 64-channel 56x56 layer, 13% for the 128-channel 28x28 one, and
-lambda_resnet50 training 0.68x -> 0.72x resnet50. False: the lower-memory rebuild (what compile's custom op runs)."""
+block (0.32-0.47x). False: always the lower-memory rebuild (what compile's custom op runs)."""
+
+KEEP_LAMBDAS_MAX_BYTES_CPU = 32 * 2**20
+"""On CPU the lambdas are kept only up to this size. A fresh tensor of that size costs page faults on every step,
+and past some size they cost more than the rebuild saves. Measured interleaved on the 2-core CPU host (sgemm
+~290-340 / conv ~250-285 GFLOP/s): keeping them all made lambda_resnet50 training 0.68x -> 0.72x resnet50 at
+batch 8 (lambdas 13-51 MB per layer; 9% and 13% faster fwd+bwd for the 64-channel 56x56 and 128-channel 28x28
+layers, no change for the 128-channel 56x56 one, 51 MB) and 0.67x -> 0.64x at batch 32 (51-205 MB). On CUDA (a
+caching allocator, no page faults) they are always kept; that path was never run on a GPU."""
+
+
+def keeps_lambdas(q_rows: torch.Tensor, value_dim: int) -> bool:
+    """Whether a training forward keeps its lambdas, ``(H*W*N, k, v)``, for the backward (see above)."""
+    if not KEEP_LAMBDAS_FOR_BACKWARD:
+        return False
+    size = q_rows.shape[0] * q_rows.shape[2] * value_dim * q_rows.element_size()
+    return q_rows.device.type == "cuda" or size <= KEEP_LAMBDAS_MAX_BYTES_CPU
+
 
 FFT_MIN_WIDTH = 320
 """Rows at least this wide are transformed by a real FFT instead of a DFT GEMM. The GEMM costs
@@ -343,7 +358,7 @@ class RowBlockContraction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q_rows, spectra, toeplitz, inverse, shared, height: int, width: int, block: int, length: int):
-        keep = KEEP_LAMBDAS_FOR_BACKWARD and any(ctx.needs_input_grad[:5])
+        keep = any(ctx.needs_input_grad[:5]) and keeps_lambdas(q_rows, shared.shape[-1])
         out, kept = row_block_forward(q_rows, spectra, toeplitz, inverse, shared, height, width, block, length, keep)
         ctx.save_for_backward(q_rows, spectra, toeplitz, inverse, shared, kept)
         ctx.dims = (height, width, block, length)
