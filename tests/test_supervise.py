@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -141,9 +143,6 @@ subprocess.Popen(["/bin/sh", "-c", shlex.join([sys.executable, "-c", sys.argv[1]
 
 @pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh")
 def test_the_launcher_stops_when_its_owner_dies_even_through_a_wrapper_shell(tmp_path):
-    import json
-    import time
-
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     owner = subprocess.Popen([sys.executable, "-c", OWNER, LAUNCHER_UNDER_SHELL, str(tmp_path)], env=env)
     deadline = time.monotonic() + 60

@@ -265,7 +265,7 @@ def row_block_forward(
     block_rows = block * width * n
     kept = q_rows.new_empty(-(-height // block) * block_rows, key_dim, value_dim) if keep_lambdas else None
     for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
-        into = kept[index * block_rows : (index + 1) * block_rows] if keep_lambdas else None
+        into = kept[start : start + block_rows] if keep_lambdas else None  # a whole block, the last one too
         lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length, out=into)
         torch.bmm(q_rows[start:stop], lambdas[: stop - start], out=out[start:stop])
     return out, kept
@@ -301,10 +301,9 @@ def row_block_backward(
     grad_toeplitz_slices = toeplitz.new_zeros(depth, bins, rows, slice_columns_size) if need_toeplitz else None
     grad_shared = torch.zeros_like(shared) if need_shared else None
     work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
-    block_rows = block * width * n
     for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
         if kept is not None:
-            lambdas = kept[index * block_rows : index * block_rows + stop - start]
+            lambdas = kept[start:stop]  # the block's rows start where its lambdas do
         else:
             lambdas = _row_block_lambdas(toeplitz, spectra, inverse, shared, index, work, length)[: stop - start]
         grad = grad_out[start:stop]
