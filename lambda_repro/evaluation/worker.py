@@ -27,6 +27,7 @@ from lambda_repro.evaluation.evaluate import evaluate
 from lambda_repro.evaluation.model_for_checkpoint import model_for_checkpoint
 from lambda_repro.models import CheckpointError
 from lambda_repro.models.math_mode import configure_process_math
+from lambda_repro.process_heap import keep_heap
 from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 
 MODULE = "lambda_repro.evaluation.worker"
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     job = EvaluationJob.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(job.backend)
     configure_process_math(context.device)  # CUDA: TF32 as cuDNN gets, cudnn.benchmark (this process is ours)
+    keep_heap()  # CPU: freed blocks stay in the heap, no page faults per step (process_heap)
     try:
         try:
             result = score_job(job, context)
