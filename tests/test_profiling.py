@@ -344,7 +344,9 @@ def test_ratio_survives_a_load_that_starts_half_way():
     assert load.exitcode is not None  # the load did run (started, then killed)
     for key in ("train_img_s_bs2", "inference_img_s_bs2", "latency_ms"):
         assert idle[key]["ratio"] == pytest.approx(1.0, rel=0.15), (key, idle[key])
-        assert loaded[key]["ratio"] == pytest.approx(idle[key]["ratio"], rel=0.15), (key, idle[key], loaded[key])
+        # Against the true ratio (the same model twice: 1), not against the idle run's estimate, which has its own
+        # noise (a CI run once measured 0.86 idle, 1.01 loaded: both right within 15%, 18% apart).
+        assert loaded[key]["ratio"] == pytest.approx(1.0, rel=0.15), (key, idle[key], loaded[key])
 
 
 def test_fitted_exponent_recovers_linear_and_quadratic_growth():
