@@ -4,21 +4,22 @@ glibc's malloc serves large blocks (at least 128 KiB, raised up to 32 MiB as suc
 ``mmap`` and returns them on ``free``, and it gives the top of its heap back (``brk``) once more than twice
 that threshold lies free there. A training step frees and re-allocates the same tensors every time, so the pages
 come back zero-filled on first touch: a page fault per 4 KiB, on the step's critical path. Measured on the 2-core
-CPU host (AMD EPYC, sgemm ~145 / oneDNN 3x3 conv ~180 GFLOP/s, training at 224, interleaved; the script
-``scripts/bench_lambda.py --heap`` compares the two):
+CPU host (AMD EPYC, sgemm ~145 / oneDNN 3x3 conv ~180 GFLOP/s, training at 224; the two models interleaved, the
+two heap settings in one process each, so read the direction; ``scripts/bench_lambda.py --heap`` compares them):
 
 * batch 32: resnet50 1.2 M faults per step (4.6 GiB zero-filled), 8.2 s -> 6.1 s per step with the heap kept;
   lambda_resnet50 1.8 M faults, 13.2 s -> 9.6 s;
 * batch 8: resnet50 no faults either way; lambda_resnet50 20-70 k faults per step (its blocks land at the heap top),
   0.68x -> 0.73x resnet50 with the heap kept.
 
-``keep_heap()`` sets ``M_MMAP_MAX = 0`` (every block from the heap, whatever its size) and ``M_TRIM_THRESHOLD``
-to its maximum (the heap is not shrunk while the process lives): after the first step a step touches no new
-page. The process keeps its peak heap until it exits, which a training, evaluation or measuring process does
-anyway. It is process-wide state, so only entry points call it (the training and evaluate workers, the profile's
-measuring processes, ``lambda-repro benchmark``); the library never does. It leaves the allocator alone when the
-user has chosen one: any ``MALLOC_*`` variable or a ``glibc.malloc`` tunable in the environment, or another
-allocator preloaded (jemalloc, tcmalloc, mimalloc). Off glibc (macOS, musl) it does nothing.
+``keep_heap()`` sets ``M_MMAP_MAX = 0`` (every block from the heap, whatever its size) and ``M_TRIM_THRESHOLD`` to
+its maximum (the heap is not shrunk while the process lives): once its free blocks have settled (a few steps) a
+step touches no new page. The process keeps its peak heap until it exits, which a training, evaluation or measuring
+process does anyway. It is process-wide state, so only entry points call it (the training and evaluate workers, the
+profile's measuring processes, ``lambda-repro benchmark``, ``scripts/bench_lambda.py``); the library never does. It
+leaves the allocator alone when the user has chosen one: any ``MALLOC_*`` variable or a ``glibc.malloc`` tunable in
+the environment, or another allocator preloaded (jemalloc, tcmalloc, mimalloc). Off glibc (macOS, musl) it does
+nothing.
 """
 
 from __future__ import annotations
