@@ -16,7 +16,7 @@ from fill import fill_state_dict
 from lambda_repro.models import LambdaLayer
 from lambda_repro.models.lambda_formulations import spectral as spectral_module
 from lambda_repro.models.lambda_formulations.chooser import choose_formulation, lambda_output
-from lambda_repro.models.lambda_formulations.dense import relative_position_matrix
+from lambda_repro.models.lambda_formulations.dense import relative_position_rows
 from lambda_repro.models.lambda_formulations.spectral import RowDFT, lambda_output_spectral, row_block
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
 
@@ -216,15 +216,16 @@ def test_kept_and_rebuilt_lambdas_give_the_same_gradients(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(kept, rebuilt, strict=True))
 
 
-def test_relative_position_matrix_is_the_convolution():
+def test_relative_position_rows_are_the_convolution():
     torch.manual_seed(0)
-    weight = torch.randn(3, 1, 5, 5, dtype=torch.float64)
-    maps = torch.randn(2, 1, 4, 6, dtype=torch.float64)
-    table = relative_position_matrix(weight, 4, 6)  # (k, u, P, P)
+    weight = torch.randn(3, 2, 5, 5, dtype=torch.float64)
+    maps = torch.randn(2, 2, 4, 6, dtype=torch.float64)
+    table = relative_position_rows(weight, 4, 6)  # (P, k, (u, reversed key position))
     expected = torch.nn.functional.conv2d(maps, weight, padding=2).reshape(2, 3, 24)
-    actual = torch.einsum("kpq,bq->bkp", table[:, 0], maps.reshape(2, 24))
+    actual = torch.einsum("pkq,bq->bkp", table, maps.flip(-1, -2).reshape(2, 48))
     assert rel(actual, expected) < 1e-12
-    assert table[0, 0, 0, 23] == 0  # (0,0) -> (3,5) is outside the 5x5 window
+    assert table[0, 0, 24 - 1 - 23] == 0  # (0,0) -> (3,5) is outside the 5x5 window
+    assert table[0, 0, 24 - 1 - 0] == weight[0, 0, 2, 2]  # the centre tap
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
