@@ -41,6 +41,7 @@ from lambda_repro.models.math_mode import configure_process_math
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
 from lambda_repro.training import torchrun_command
+from lambda_repro.training.formulations import MEASURED
 from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
@@ -55,6 +56,7 @@ def evaluation_job(params: dict) -> EvaluationJob:
         checkpoint=settings["checkpoint"] or train["checkpoint"],
         model=params["model"]["name"],
         model_kwargs=model_options(params["model"]),
+        measure_formulations=params["model"]["lambda_implementation"] == MEASURED,
         manifest=params["data"]["manifest"],
         image_size=settings["image_size"],
         batch_size=settings["batch_size"],
@@ -114,6 +116,8 @@ def score(params: dict) -> dict:
         "epochs_trained": scores["epochs_trained"],
         "health": scores["health"],
         "world_size": scores["world_size"],
+        "lambda_formulations": scores["lambda_formulations"],
+        "lambda_formulations_measured": scores["lambda_formulations_measured"],
     }
 
 
@@ -134,6 +138,7 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
         # Params, not metrics: MLflow draws every metric as a chart, and one value would push the curves down.
         scores = {f"eval.{key}": metrics[key] for key in (*METRIC_KEYS, "images")}
         tracker.log_params({**scores, "evaluate.checkpoint_used": metrics["checkpoint"]})
+        tracker.log_params(evaluation_formulation_params(metrics))
         tracker.log_params(health_params(health))
         tracker.set_tags(
             {"dataset.name": metrics["dataset_name"], "dataset.kind": metrics["dataset"], "health.ok": health["ok"]}
@@ -142,6 +147,17 @@ def log_to_mlflow(tracking: dict, metrics: dict, metrics_dir: Path) -> None:
             tracker.log_event("unhealthy_eval", "; ".join(health["problems"]))
         tracker.log_artifact(metrics_dir / METRICS_NAME, "metrics")
         tracker.log_artifact(info_path(metrics_dir / METRICS_NAME), "metrics")
+
+
+def evaluation_formulation_params(metrics: dict) -> dict[str, str | bool]:
+    """MLflow params of the lambda formulations the evaluation ran (``{}`` for a model without lambda layers)."""
+    choices = metrics["lambda_formulations"]
+    if not choices:
+        return {}
+    return {
+        "eval.lambda_formulations": ",".join(f"{layer}={name}" for layer, name in sorted(choices.items())),
+        "eval.lambda_formulations_measured": metrics["lambda_formulations_measured"],
+    }
 
 
 def health_params(health: dict) -> dict[str, float | bool]:

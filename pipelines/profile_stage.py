@@ -46,6 +46,7 @@ from lambda_repro.profiling.benchmark import paired_ratios
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 from lambda_repro.profiling.evidence import EvidenceConfig, measure_evidence
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, log_to_run, read_run_pointer
+from lambda_repro.training.formulations import MEASURED
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
 
@@ -59,7 +60,11 @@ def run(params: dict, args) -> int:
     try:
         evidence_config = EvidenceConfig.from_params(section)
         timing = {k: v for k, v in section.items() if k not in EvidenceConfig.keys()}
-        config = BenchmarkConfig.from_params(timing, optimizer=params["train"]["optimizer"])
+        config = BenchmarkConfig.from_params(
+            timing,
+            optimizer=params["train"]["optimizer"],
+            measure_formulations=params["model"]["lambda_implementation"] == MEASURED,
+        )
     except ValueError as err:  # what only this machine can tell (e.g. more threads than cores)
         raise ParamError(str(err)) from None
     model = params["model"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from dataclasses import replace
 
 import numpy as np
 import psutil
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from lambda_repro.models import LambdaLayer, create_model
+from lambda_repro.models.lambda_formulations.chooser import FormulationChooser
 from lambda_repro.profiling import (
     BenchmarkConfig,
     benchmark_model,
@@ -22,6 +24,7 @@ from lambda_repro.profiling import (
 from lambda_repro.profiling.gpu_sampler import GpuSampler, summarize_samples
 from lambda_repro.profiling.memory import CPU_KIND, memory_kind, peak_bytes
 from lambda_repro.profiling.precision import autocast, grad_scaler
+from lambda_repro.profiling.profile_metrics import profile_params
 from lambda_repro.profiling.timing import percentile, summarize, throughput, time_repeated
 
 CPU = torch.device("cpu")
@@ -182,6 +185,39 @@ def test_benchmark_model_records_counts_timings_and_memory():
     peaks = result["peak_memory_mb"]
     assert 0 < peaks["model"] <= peaks["inference"] <= peaks["train"]  # a high-water mark only grows
     assert result["gpu"] == {"unavailable": "no GPU: measured on cpu"} and result["gpu_timeline"] == []
+
+
+def test_measured_profile_times_each_phase_and_records_what_it_ran(monkeypatch):
+    """``measure_formulations``: each phase's warm-up measures; the faked timings make reference fastest in
+    inference and spectral in training, so the phases run (and record) different formulations."""
+    timed_modes = []
+
+    def fake_time(self, name, inputs, height, width, training):
+        timed_modes.append(training)
+        fastest = "spectral" if training else "reference"
+        return 1.0 if name == fastest else 2.0
+
+    monkeypatch.setattr(FormulationChooser, "_time", fake_time)
+    result = benchmark_model("lambda_resnet26", replace(TINY, measure_formulations=True))
+    layers = len([m for m in create_model("lambda_resnet26").modules() if isinstance(m, LambdaLayer)])
+    by_phase = result["lambda_formulations_by_phase"]
+    assert by_phase == {
+        "latency_bs1": {"reference": layers},
+        "inference_bs1": {"reference": layers},
+        "inference_bs2": {"reference": layers},
+        "train_bs2": {"spectral": layers},
+    }
+    assert result["lambda_formulations_measured"] is True and {True, False} <= set(timed_modes)
+    params = profile_params({"lambda_resnet26": result})
+    assert params["profile.lambda_resnet26.lambda_formulations.train_bs2"] == f"spectral={layers}"
+    assert params["profile.lambda_resnet26.lambda_formulations.inference_bs2"] == f"reference={layers}"
+
+
+def test_rule_profile_records_the_same_formulations_in_every_phase():
+    result = benchmark_model("lambda_resnet26", TINY)
+    assert result["lambda_formulations_measured"] is False
+    assert set(result["lambda_formulations_by_phase"]) == {"latency_bs1", "inference_bs1", "inference_bs2", "train_bs2"}
+    assert all(counts == result["lambda_formulations"] for counts in result["lambda_formulations_by_phase"].values())
 
 
 @pytest.mark.slow

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from lambda_repro.config import load_params
 from lambda_repro.distributed import DistributedContext
-from lambda_repro.models import LambdaLayer, read_checkpoint
-from lambda_repro.models.lambda_formulations.chooser import FORMULATIONS
+from lambda_repro.evaluation.worker import EvaluationJob, score_job
+from lambda_repro.models import LambdaLayer, create_model, read_checkpoint, save_checkpoint
+from lambda_repro.models.lambda_formulations.chooser import FORMULATIONS, FormulationChooser
 from lambda_repro.training import train
 from lambda_repro.training.formulations import agree_on_formulations, formulation_params
 from tests.test_train_resume import SINGLE, manifest, tiny_config  # noqa: F401 (manifest: a fixture)
@@ -109,3 +115,55 @@ def test_measured_is_a_model_setting_that_builds_auto_layers_and_asks_the_traine
     assert config.measure_formulations and config.model_kwargs == {"lambda_implementation": "auto"}
     assert model_options(params["model"]) == {"lambda_implementation": "auto"}  # what evaluate / profile build
     assert not TrainConfig.from_params(shipped, world_size=2).measure_formulations
+
+
+def _reference_fastest(modes: list):
+    def fake_time(self, name, inputs, height, width, training):
+        modes.append(training)
+        return 1.0 if name == "reference" else 2.0
+
+    return fake_time
+
+
+def test_evaluation_measures_for_inference_pins_and_records(manifest, tmp_path, monkeypatch):  # noqa: F811
+    """``measure_formulations``: the evaluation times the formulations for inference (faked here: reference
+    fastest), every layer runs the choice, and the scores say what ran; without it the rule runs, same function."""
+    modes: list = []
+    monkeypatch.setattr(FormulationChooser, "_time", _reference_fastest(modes))
+    torch.manual_seed(0)
+    model = create_model("lambda_resnet26", num_classes=2)
+    with torch.no_grad():  # BatchNorm statistics of real activations, so that the untrained logits stay finite
+        model.train()(torch.rand(8, 3, 32, 32))
+    checkpoint = tmp_path / "c.pt"
+    save_checkpoint({"state_dict": model.state_dict()}, checkpoint)
+    job = EvaluationJob(str(checkpoint), "lambda_resnet26", manifest, 32, 4, measure_formulations=True, progress=False)
+    measured = score_job(job, SINGLE)
+    layers = len([m for m in create_model("lambda_resnet26").modules() if isinstance(m, LambdaLayer)])
+    assert list(measured["lambda_formulations"].values()) == ["reference"] * layers
+    assert measured["lambda_formulations_measured"] is True
+    assert modes and not any(modes)  # timed in inference mode only
+    modes.clear()
+    rule = score_job(dataclasses.replace(job, measure_formulations=False), SINGLE)
+    assert not modes and rule["lambda_formulations_measured"] is False
+    assert set(rule["lambda_formulations"].values()) <= {"dense", "spectral"}  # the rule never picks reference
+    assert math.isfinite(measured["loss"]) and rule["loss"] == pytest.approx(measured["loss"], rel=1e-5)
+    assert (rule["top1"], rule["top5"]) == (measured["top1"], measured["top5"])
+
+
+def test_the_evaluate_stage_measures_when_the_model_section_says_measured():
+    from pipelines.evaluate import evaluation_formulation_params, evaluation_job
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    assert evaluation_job(params).measure_formulations is (params["model"]["lambda_implementation"] == "measured")
+    params["model"]["lambda_implementation"] = "measured"
+    job = evaluation_job(params)
+    assert job.measure_formulations is True and job.model_kwargs["lambda_implementation"] == "auto"
+    metrics = {
+        "lambda_formulations": {"b.lambda": "dense", "a.lambda": "spectral"},
+        "lambda_formulations_measured": True,
+    }
+    assert evaluation_formulation_params(metrics) == {
+        "eval.lambda_formulations": "a.lambda=spectral,b.lambda=dense",
+        "eval.lambda_formulations_measured": True,
+    }
+    assert evaluation_formulation_params({"lambda_formulations": {}, "lambda_formulations_measured": False}) == {}

@@ -25,10 +25,11 @@ from lambda_repro.data.manifest import dataset_name
 from lambda_repro.distributed import DistributedContext, init_distributed, shutdown_distributed
 from lambda_repro.evaluation.evaluate import evaluate
 from lambda_repro.evaluation.model_for_checkpoint import model_for_checkpoint
-from lambda_repro.models import CheckpointError
+from lambda_repro.models import CheckpointError, formulation_choices
 from lambda_repro.models.math_mode import configure_process_math
 from lambda_repro.process_heap import keep_heap
 from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
+from lambda_repro.training.formulations import agree_on_formulations
 
 MODULE = "lambda_repro.evaluation.worker"
 
@@ -43,6 +44,7 @@ class EvaluationJob:
     image_size: int
     batch_size: int
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    measure_formulations: bool = False  # model.lambda_implementation: measured (rank 0 times them for inference)
     workers: int = 0
     precision: str = "fp32"
     cpu_autocast: bool = False
@@ -70,6 +72,16 @@ def score_job(job: EvaluationJob, context: DistributedContext) -> dict[str, Any]
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     autocast_dtype = resolve_precision(job.precision, device, job.cpu_autocast)
+    # Measured for inference on the eval batch's shape: the fastest formulation may differ from training's.
+    agree_on_formulations(
+        model,
+        context,
+        recorded=None,
+        measure=job.measure_formulations,
+        batch_shape=(job.batch_size, 3, job.image_size, job.image_size),
+        training=False,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
     scores = evaluate(
         model,
         val_set,
@@ -94,6 +106,9 @@ def score_job(job: EvaluationJob, context: DistributedContext) -> dict[str, Any]
         "world_size": context.world_size,
         "autocast": str(autocast_dtype),
         "channels_last": channels_last,
+        # What each lambda layer ran (pinned when measured), and whether it was measured here.
+        "lambda_formulations": formulation_choices(model),
+        "lambda_formulations_measured": job.measure_formulations,
     }
 
 

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lambda_repro.config import check_given_values  # the one description of the profile knobs
-from lambda_repro.models import LambdaLayer, create_model, formulation_choices
-from lambda_repro.models.lambda_position import choose_formulation
+from lambda_repro.models import LambdaLayer, benchmark_formulations, create_model, formulation_choices
 from lambda_repro.profiling.counting import count_macs, count_params
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 from lambda_repro.profiling.gpu_sampler import GpuSampler, summarize_samples
@@ -54,6 +53,9 @@ class BenchmarkConfig:
     macs_resolution: int = 224
     optimizer: str = "sgd"  # train.optimizer: the training step is the trained recipe's
     max_ratio_ci_width: float = 0.25  # a ratio whose 95% interval is wider (high / low - 1) is flagged
+    # model.lambda_implementation: measured: "auto" layers time the exact formulations on each phase's first
+    # (untimed) call, as cudnn.benchmark does, so every phase (batch, train / inference) runs its fastest.
+    measure_formulations: bool = False
 
     def __post_init__(self) -> None:
         # Types and ranges of the profile knobs are checked once, with params.yaml (lambda_repro.config);
@@ -116,29 +118,19 @@ def lambda_implementation_of(model: torch.nn.Module) -> str | None:
     return ",".join(names) if names else None
 
 
-def lambda_formulations_run(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """How many lambda layers compute each formulation on input ``x`` (``auto`` resolved per map size).
+def lambda_formulations_run(model: torch.nn.Module, x: torch.Tensor | None = None) -> dict[str, int]:
+    """How many lambda layers compute each formulation (``{}`` for a model without lambda layers).
 
-    One untimed forward with shape-recording hooks; ``{}`` for a model without lambda layers.
+    With ``x``, after one untimed forward on it; else what each layer's last call ran (its setting if pinned).
     """
-    counts: dict[str, int] = {}
-
-    def record(layer: LambdaLayer, inputs: tuple) -> None:
-        _, _, h, w = inputs[0].shape
-        name = layer.implementation
-        if name == "auto":
-            name = choose_formulation(h, w)
-        counts[name] = counts.get(name, 0) + 1
-
-    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, LambdaLayer)]
-    if not handles:
-        return counts
-    try:
+    if not any(isinstance(m, LambdaLayer) for m in model.modules()):
+        return {}
+    if x is not None:
         with torch.inference_mode():
             model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    counts: dict[str, int] = {}
+    for name in formulation_choices(model).values():
+        counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -160,6 +152,8 @@ class ModelBench:
         torch.manual_seed(0)
 
         model = create_model(name, **{"num_classes": config.num_classes, **(model_kwargs or {})})
+        if config.measure_formulations:
+            benchmark_formulations(model)
         params = count_params(model)
         macs = count_macs(model, (1, 3, config.macs_resolution, config.macs_resolution))
         self.model = model.to(device=device, memory_format=self.memory_format)
@@ -187,6 +181,8 @@ class ModelBench:
         self.result["lambda_formulations"] = lambda_formulations_run(self.model, self._batch(1))
         # Per layer, what that forward ran: the record a training run's choices are compared with.
         self.result["lambda_formulation_choices"] = formulation_choices(self.model)
+        self.result["lambda_formulations_measured"] = config.measure_formulations
+        self.result["lambda_formulations_by_phase"] = {}  # what each phase ran (measured: may differ by phase)
         self._kind: str | None = None  # "inference" or "train": the phase kind running now
         self._steps: dict[str, object] = {}
         self._failed: set[str] = set()
@@ -216,6 +212,7 @@ class ModelBench:
             if first:
                 self._steps[phase] = self._make_step(phase)
             step = self._steps[phase]
+            record = first and bool(self.result["lambda_formulations"])
             iters = 1 if phase == "latency_bs1" else self.config.iters_per_repeat
             with self._context(kind):
                 (seconds,) = time_repeated(
@@ -226,6 +223,8 @@ class ModelBench:
                     iters_per_repeat=iters,
                     timed_window=partial(self.sampler.window, phase),
                 )
+            if record:  # after the phase's first calls: measured, when asked, in its warm-up
+                self.result["lambda_formulations_by_phase"][phase] = lambda_formulations_run(self.model)
         except torch.OutOfMemoryError:
             self._failed.add(phase)
             self._steps.pop(phase, None)

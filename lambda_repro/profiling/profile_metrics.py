@@ -71,14 +71,20 @@ def profile_summary(entry: dict) -> dict[str, float | None]:
     }
 
 
-def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[str, float | None]:
+def profile_params(results: dict[str, dict], prefix: str = "profile") -> dict[str, float | str | None]:
     """``{"profile.<model>.<figure>": value}``: each model's counts and :func:`profile_summary`, as MLflow params.
+
+    With them, ``profile.<model>.lambda_formulations.<phase>``: how many lambda layers ran each formulation in
+    that phase, e.g. ``dense=8,spectral=8`` (measured per phase with ``model.lambda_implementation: measured``).
 
     Params, not metrics: one value per run is a summary, and MLflow draws every metric as a chart,
     which would push the learning curves down.
     """
-    params: dict[str, float | None] = {}
+    params: dict[str, float | str | None] = {}
     for model, entry in results.items():
+        for phase, counts in (entry.get("lambda_formulations_by_phase") or {}).items():
+            shown = ",".join(f"{name}={count}" for name, count in sorted(counts.items()))
+            params[f"{prefix}.{model}.lambda_formulations.{phase}"] = shown
         counts = {
             "params_m": round(entry["params"] / 1e6, 3) if entry.get("params") is not None else None,
             "gmacs": round(entry["macs"] / 1e9, 3) if entry.get("macs") is not None else None,

@@ -1,5 +1,6 @@
-"""Which formulation each lambda layer trains with: measured once (``model.lambda_implementation: measured``),
-recorded in the checkpoint and MLflow, and pinned again on resume so that a resumed run computes the same bits.
+"""Which formulation each lambda layer runs with: measured once (``model.lambda_implementation: measured``) in the
+mode the process runs (a training step, or an evaluation forward), recorded (checkpoint, MLflow, metrics), and, in
+training, pinned again on resume so that a resumed run computes the same bits.
 """
 
 from __future__ import annotations
@@ -16,16 +17,29 @@ from lambda_repro.models import benchmark_formulations, formulation_choices, pin
 MEASURED = "measured"
 
 
-def measure_formulations(model: nn.Module, batch_shape: tuple[int, ...], device: torch.device) -> dict[str, str]:
-    """Time the exact formulations of every lambda layer on one training step's shape; ``{layer: fastest}``.
+def measure_formulations(
+    model: nn.Module,
+    batch_shape: tuple[int, ...],
+    device: torch.device,
+    *,
+    training: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> dict[str, str]:
+    """Time the exact formulations of every lambda layer on one batch's shape; ``{layer: fastest}``.
 
-    Runs on a copy in train mode (forward and backward), so the model's BatchNorm statistics
-    and the global random state are untouched.
+    ``training``: a training step's forward and backward (train mode), else an evaluation forward (eval mode, no
+    grad), whose fastest formulation may differ. Runs on a copy, so the model's BatchNorm statistics and the
+    global random state are untouched.
     """
-    probe = copy.deepcopy(model).train()
+    probe = copy.deepcopy(model).train(training)
     benchmark_formulations(probe)
     images = torch.randn(batch_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    probe(images).sum().backward()
+    images = images.contiguous(memory_format=memory_format)
+    if training:
+        probe(images).sum().backward()
+    else:
+        with torch.no_grad():
+            probe(images)
     return formulation_choices(probe)
 
 
@@ -36,18 +50,24 @@ def agree_on_formulations(
     recorded: dict[str, str] | None,
     measure: bool,
     batch_shape: tuple[int, ...],
+    training: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> dict[str, str]:
     """Pin the formulations every rank trains with; returns them (``{}``: each layer keeps its setting).
 
     ``recorded`` (a resumed checkpoint's choices) wins, so the resumed run repeats its choice;
-    else with ``measure`` rank 0 times them and broadcasts its choice, since ranks that chose
-    apart would compute different gradients.
+    else with ``measure`` rank 0 times them (in ``training`` mode or for evaluation, see
+    ``measure_formulations``) and broadcasts its choice, since ranks that chose apart would compute
+    different gradients (or score their shards with different roundings).
     """
     if recorded:
         choices = dict(recorded)
     elif measure:
         choices = broadcast_object(
-            measure_formulations(model, batch_shape, context.device) if context.is_main else None, context
+            measure_formulations(model, batch_shape, context.device, training=training, memory_format=memory_format)
+            if context.is_main
+            else None,
+            context,
         )
     else:
         return {}
@@ -55,9 +75,9 @@ def agree_on_formulations(
     return choices
 
 
-def formulation_params(model: nn.Module) -> dict[str, str]:
-    """The MLflow param of the formulations used: ``derived.lambda_formulations`` = ``layer=formulation,...``."""
+def formulation_params(model: nn.Module, key: str = "derived.lambda_formulations") -> dict[str, str]:
+    """The MLflow param of the formulations used: ``{key: "layer=formulation,..."}`` (``{}``: none ran yet)."""
     choices = formulation_choices(model)
     if not choices:
         return {}
-    return {"derived.lambda_formulations": ",".join(f"{layer}={name}" for layer, name in sorted(choices.items()))}
+    return {key: ",".join(f"{layer}={name}" for layer, name in sorted(choices.items()))}
