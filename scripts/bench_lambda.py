@@ -1,7 +1,7 @@
 """Measure the fast lambda layer against the published formulation, in one run.
 
-Prints the host frame first and last (sgemm and oneDNN / cuDNN 3x3-convolution GFLOP/s,
-load average: every ratio below depends on them), then tables of medians of interleaved
+Prints the host frame first and last (sgemm and oneDNN / cuDNN 3x3-convolution GFLOP/s, the
+copy bandwidth, load average: every ratio below depends on them), then tables of medians of interleaved
 repetitions, so that load from other processes hits every contender alike:
 
 1. the 16 lambda layers of Lambda-ResNet-50 at 224, forward + backward (train mode) and
@@ -90,19 +90,31 @@ def autocast(device: torch.device, precision: str):
 
 
 def host_frame(device: torch.device) -> str:
-    """sgemm and 3x3-convolution GFLOP/s of this host now, and the load average."""
+    """sgemm and 3x3-convolution GFLOP/s of this host now, the copy bandwidth, and the load average.
+
+    The bandwidth (a 64 MiB copy: read + write) matters beside the two GEMM-bound figures: the fast lambda
+    layer streams its lambdas through memory, the published one's convolution mostly computes, so on a host
+    whose memory bandwidth is shared (a VM with busy neighbours) the fast layer loses more than the frame's
+    GFLOP/s show."""
     a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
     conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).to(device)
     x = torch.randn(8, 64, 56, 56, device=device)
+    source = torch.randn(16 * 2**20, device=device)
+    target = torch.empty_like(source)
     with torch.no_grad():
-        medians = interleaved_medians({"sgemm": lambda: a @ b, "conv": lambda: conv(x)}, 5, device)
+        contenders = {"sgemm": lambda: a @ b, "conv": lambda: conv(x), "copy": lambda: target.copy_(source)}
+        medians = interleaved_medians(contenders, 5, device)
     sgemm = 2 * 2048**3 / medians["sgemm"] / 1e9
     conv_gflops = 2 * 8 * 64 * 64 * 9 * 56 * 56 / medians["conv"] / 1e9
+    copy_gbs = 2 * source.numel() * source.element_size() / medians["copy"] / 1e9
     load = "n/a"
     with contextlib.suppress(OSError):
         load = " ".join(f"{v:.1f}" for v in os.getloadavg())
     kind = "cuDNN" if device.type == "cuda" else "oneDNN"
-    return f"host frame: sgemm {sgemm:.0f} GFLOP/s, {kind} 3x3 conv {conv_gflops:.0f} GFLOP/s, load average {load}"
+    return (
+        f"host frame: sgemm {sgemm:.0f} GFLOP/s, {kind} 3x3 conv {conv_gflops:.0f} GFLOP/s, "
+        f"copy {copy_gbs:.0f} GB/s, load average {load}"
+    )
 
 
 def layer_step(layer: nn.Module, x: torch.Tensor, precision: str = "fp32"):
