@@ -15,8 +15,8 @@ two heap settings in one process each, so read the direction; ``scripts/bench_la
 ``keep_heap()`` sets ``M_MMAP_MAX = 0`` (every block from the heap, whatever its size) and ``M_TRIM_THRESHOLD`` to
 its maximum (the heap is not shrunk while the process lives): once its free blocks have settled (a few steps) a
 step touches no new page. The process keeps its peak heap until it exits, which a training, evaluation or measuring
-process does anyway. It is process-wide state, so only entry points call it (the training and evaluate workers, the
-profile's measuring processes, ``lambda-repro benchmark``, ``scripts/bench_lambda.py``); the library never does. It
+process does anyway. It is process-wide state, so only entry points call it (every process that owns a run, through
+``lambda_repro.process_setup.configure_process``, and ``scripts/bench_lambda.py``); the library never does. It
 leaves the allocator alone when the user has chosen one: any ``MALLOC_*`` variable or a ``glibc.malloc`` tunable in
 the environment, or another allocator preloaded (jemalloc, tcmalloc, mimalloc). Off glibc (macOS, musl) it does
 nothing.

@@ -37,7 +37,7 @@ from lambda_repro.distributed import init_distributed
 from lambda_repro.evaluation.worker import MODULE, EvaluationJob, score_job
 from lambda_repro.metrics_files import info_path, write_metrics
 from lambda_repro.models import CheckpointError
-from lambda_repro.models.math_mode import configure_process_math
+from lambda_repro.process_setup import configure_process
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
 from lambda_repro.training import torchrun_command
@@ -91,7 +91,7 @@ def score(params: dict) -> dict:
         raise ParamError(problem)
     if nproc == 1:  # in this process, the stage's own: its math mode is set here
         context = init_distributed(job.backend)
-        configure_process_math(context.device)
+        configure_process(context.device)  # math mode and heap, as the workers set them
         scores = score_job(job, context)
     else:
         scores = run_sharded(job, nproc)

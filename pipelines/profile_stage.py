@@ -31,7 +31,7 @@ if __name__ == "__main__" and not __package__:  # a script: import from the proj
     use_project_interpreter()  # the project's venv when DVC's python3 is the bare system one
 
 from lambda_repro.metrics_files import info_path, write_metrics
-from lambda_repro.models.math_mode import configure_process_math
+from lambda_repro.process_setup import configure_process
 from lambda_repro.profiling import (
     TIMELINE_COLUMNS,
     BenchmarkConfig,
@@ -76,7 +76,7 @@ def run(params: dict, args) -> int:
     load_before = load_average()
     config = replace(config, threads=resolve_threads(config.threads))
     # The evidence runs in this process, the models in spawned ones that set the same mode.
-    math_mode = configure_process_math(config.resolve_device())
+    process = configure_process(config.resolve_device())
     start = time.perf_counter()
     results = benchmark_models(models, config)
     models_wall_s = time.perf_counter() - start
@@ -91,7 +91,13 @@ def run(params: dict, args) -> int:
     timeline = timeline_rows(results)
     for entry in results.values():
         entry.pop("gpu_timeline", None)
-    profile_settings = {**settings(config, load_before), "baseline": baseline, "wall_s": wall_s, "math_mode": math_mode}
+    profile_settings = {
+        **settings(config, load_before),
+        "baseline": baseline,
+        "wall_s": wall_s,
+        "math_mode": process["math_mode"],
+    }
+    profile_settings["heap"] = process["heap"]
     profile_settings.update(models_wall_s=models_wall_s, evidence=asdict(evidence_config))
     profile = {"settings": profile_settings, **results, "ratios": ratios, "evidence": evidence}
     # The model's headline numbers are the DVC metrics; every figure and setting is in the info file.

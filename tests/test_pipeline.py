@@ -114,6 +114,9 @@ def test_mlflow_run_holds_params_metrics_system_metrics_and_commit(project):
         "synthetic",
         "0",
     )
+    assert run_.data.tags["process.heap"] == "kept"  # the training worker kept its heap (process_setup)
+    assert run_.data.params["eval.lambda_formulations_measured"] == "False"  # auto: the rule's picks, recorded
+    assert set(run_.data.params["eval.lambda_formulations"].replace(",", "=").split("=")[1::2]) <= {"dense", "spectral"}
     metrics_files = {a.path for a in client.list_artifacts(run_.info.run_id, "metrics")}
     assert {
         f"metrics/{n}" for n in ("train.json", "train_info.json", "train_history.csv", "eval.json")

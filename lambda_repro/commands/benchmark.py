@@ -21,8 +21,7 @@ from lambda_repro.commands.devices import resolve_device
 from lambda_repro.commands.errors import CommandError
 from lambda_repro.models import list_models, options_for
 from lambda_repro.models.lambda_layer import IMPLEMENTATIONS
-from lambda_repro.models.math_mode import configure_process_math
-from lambda_repro.process_heap import keep_heap
+from lambda_repro.process_setup import configure_process
 from lambda_repro.profiling import BenchmarkConfig, benchmark_models, settings
 from lambda_repro.profiling.cpu_threads import load_average, resolve_threads
 
@@ -164,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--rounds must be at least 1, got {args.rounds}")
     config = config_from_args(args)
     resolve_device(args.device)  # no CUDA: one line here, not a traceback from the measuring process
-    configure_process_math(config.resolve_device())  # this command's process (--in-process measures here)
-    keep_heap()  # CPU: freed blocks stay in the heap, no page faults per step (process_heap)
+    configure_process(config.resolve_device())  # this command's process (--in-process measures here)
     options = {"lambda_implementation": args.lambda_implementation} if args.lambda_implementation else {}
     models = {name: options_for(name, **options) for name in dict.fromkeys([args.model, args.baseline])}
     load_before = load_average()

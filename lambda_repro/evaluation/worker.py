@@ -26,8 +26,7 @@ from lambda_repro.distributed import DistributedContext, init_distributed, shutd
 from lambda_repro.evaluation.evaluate import evaluate
 from lambda_repro.evaluation.model_for_checkpoint import model_for_checkpoint
 from lambda_repro.models import CheckpointError, formulation_choices
-from lambda_repro.models.math_mode import configure_process_math
-from lambda_repro.process_heap import keep_heap
+from lambda_repro.process_setup import configure_process
 from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 from lambda_repro.training.formulations import agree_on_formulations
 
@@ -119,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     job = EvaluationJob.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(job.backend)
-    configure_process_math(context.device)  # CUDA: TF32 as cuDNN gets, cudnn.benchmark (this process is ours)
-    keep_heap()  # CPU: freed blocks stay in the heap, no page faults per step (process_heap)
+    configure_process(context.device)  # this process is ours: math mode and heap
     try:
         try:
             result = score_job(job, context)

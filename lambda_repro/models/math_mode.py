@@ -7,8 +7,8 @@ fast lambda formulations consist of, are kept in full fp32 unless
 both the same mode.
 
 ``process_math_mode(device)`` picks what a process that runs a model on ``device`` sets, and
-``configure_process_math(device)`` sets it: the training and evaluate workers, the profile's
-measuring processes and ``lambda-repro benchmark`` call it once at start. The CUDA settings
+``configure_process_math(device)`` sets it: every process that owns a run calls it once at start,
+through ``lambda_repro.process_setup.configure_process``. The CUDA settings
 were never run on a GPU here (none was available); on CPU nothing is set.
 """
 

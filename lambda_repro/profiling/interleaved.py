@@ -15,8 +15,7 @@ import os
 import traceback
 from dataclasses import dataclass
 
-from lambda_repro.models.math_mode import configure_process_math
-from lambda_repro.process_heap import keep_heap
+from lambda_repro.process_setup import configure_process
 from lambda_repro.profiling.benchmark import BenchmarkConfig, ModelBench
 
 
@@ -45,8 +44,7 @@ def _serve(conn, label: str, config: BenchmarkConfig, model_kwargs: dict | None,
     try:
         if cores:
             os.sched_setaffinity(0, cores)
-        configure_process_math(config.resolve_device())  # this process measures: the stages' math mode
-        keep_heap()  # CPU: freed blocks stay in the heap, no page faults per step (process_heap)
+        configure_process(config.resolve_device())  # this process measures: the stages' math mode and heap
         kwargs = dict(model_kwargs or {})
         bench = ModelBench(kwargs.pop("name", label), config, kwargs)
         conn.send(("ok", bench.phases()))

@@ -17,8 +17,7 @@ import traceback
 from pathlib import Path
 
 from lambda_repro.distributed import init_distributed, shutdown_distributed
-from lambda_repro.models.math_mode import configure_process_math
-from lambda_repro.process_heap import keep_heap
+from lambda_repro.process_setup import configure_process, process_tags
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, write_run_pointer
 from lambda_repro.training import outcome
 from lambda_repro.training.recipe import TrainConfig, source_digest
@@ -83,12 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = TrainConfig.from_json(args.config.read_text(encoding="utf-8"))
     context = init_distributed(config.backend)
-    configure_process_math(context.device)  # CUDA: TF32 as cuDNN gets, cudnn.benchmark (this process is ours)
-    keep_heap()  # CPU: freed blocks stay in the heap, no page faults per step (process_heap)
+    process = configure_process(context.device)  # this process is ours: math mode and heap
     tracker, run_id = None, None
     try:
         if context.is_main and config.tracking:
             tracker, run_id = open_tracker(config)
+            # Tags, not params: a resumed run may find another setting (a user's MALLOC_* variable).
+            tracker.set_tags(process_tags(process))
         result = train(config, context, tracker, run_id)
     except BaseException as err:
         if tracker is not None:
