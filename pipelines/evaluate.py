@@ -41,7 +41,7 @@ from lambda_repro.process_setup import configure_process
 from lambda_repro.tracking import RunTracker, git_tags, resolve_tracking_uri
 from lambda_repro.tracking.pipeline_run import RUN_POINTER_NAME, read_run_pointer
 from lambda_repro.training import torchrun_command
-from lambda_repro.training.formulations import MEASURED
+from lambda_repro.training.formulations import MEASURED, choices_text
 from lambda_repro.training.launch import device_count_problem
 from lambda_repro.training.recipe import model_options
 from pipelines._stage import ParamError, stage
@@ -155,7 +155,7 @@ def evaluation_formulation_params(metrics: dict) -> dict[str, str | bool]:
     if not choices:
         return {}
     return {
-        "eval.lambda_formulations": ",".join(f"{layer}={name}" for layer, name in sorted(choices.items())),
+        "eval.lambda_formulations": choices_text(choices),
         "eval.lambda_formulations_measured": metrics["lambda_formulations_measured"],
     }
 

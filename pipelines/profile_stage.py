@@ -95,9 +95,8 @@ def run(params: dict, args) -> int:
         **settings(config, load_before),
         "baseline": baseline,
         "wall_s": wall_s,
-        "math_mode": process["math_mode"],
+        **process,  # math_mode and heap
     }
-    profile_settings["heap"] = process["heap"]
     profile_settings.update(models_wall_s=models_wall_s, evidence=asdict(evidence_config))
     profile = {"settings": profile_settings, **results, "ratios": ratios, "evidence": evidence}
     # The model's headline numbers are the DVC metrics; every figure and setting is in the info file.

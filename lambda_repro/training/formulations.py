@@ -75,9 +75,14 @@ def agree_on_formulations(
     return choices
 
 
-def formulation_params(model: nn.Module, key: str = "derived.lambda_formulations") -> dict[str, str]:
-    """The MLflow param of the formulations used: ``{key: "layer=formulation,..."}`` (``{}``: none ran yet)."""
+def choices_text(choices: dict[str, str]) -> str:
+    """``{layer: formulation}`` as one MLflow param value: ``layer=formulation,...``, sorted by layer."""
+    return ",".join(f"{layer}={name}" for layer, name in sorted(choices.items()))
+
+
+def formulation_params(model: nn.Module) -> dict[str, str]:
+    """The MLflow param of the formulations used: ``derived.lambda_formulations`` (``{}``: none ran yet)."""
     choices = formulation_choices(model)
     if not choices:
         return {}
-    return {key: ",".join(f"{layer}={name}" for layer, name in sorted(choices.items()))}
+    return {"derived.lambda_formulations": choices_text(choices)}

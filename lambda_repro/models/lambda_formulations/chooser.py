@@ -67,7 +67,7 @@ def rule_formulation(height: int, width: int) -> str:
     return "dense" if height * width <= DENSE_MAX_POSITIONS else "spectral"
 
 
-# Older name, still imported by the profiling code.
+# Older name, kept public (lambda_formulations, lambda_position).
 choose_formulation = rule_formulation
 
 
