@@ -56,6 +56,26 @@ def test_measurement_leaves_batchnorm_statistics_and_random_state_alone():
         assert torch.equal(tensor, before[key]), key
 
 
+def test_inference_measurement_runs_on_a_channels_last_batch_in_eval_mode(monkeypatch):
+    """What evaluate asks for when a GPU user turns channels_last on: forced on here, on CPU."""
+    seen: list = []
+
+    def fake_time(self, name, inputs, height, width, training):
+        seen.append((training, torch.is_grad_enabled()))
+        return 1.0 if name == "reference" else 2.0
+
+    monkeypatch.setattr(FormulationChooser, "_time", fake_time)
+    model = two_layers().to(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    choices = agree_on_formulations(
+        model, SINGLE, recorded=None, measure=True, batch_shape=(2, 16, 8, 8), training=False,
+        memory_format=torch.channels_last,
+    )  # fmt: skip
+    assert choices == {"0": "reference", "1": "reference"}
+    assert seen and set(seen) == {(False, False)}  # timed in inference mode, without grad
+    assert all(torch.equal(t, before[k]) for k, t in model.state_dict().items())  # eval mode: statistics kept
+
+
 def _measure_on_rank(rank: int, world_size: int, init_file: str, results) -> None:
     import torch.distributed as dist
 
