@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
+from lambda_repro.models.lambda_formulations.wide_product import small_times_wide
 
 KEEP_LAMBDAS_FOR_BACKWARD = True
 """Training may keep every block's lambdas for the backward, as the published layer keeps its own (autograd then
@@ -197,15 +198,17 @@ def inverse_rows_fft_adjoint(grad: torch.Tensor, length: int, out: torch.Tensor)
 
 
 def _inverse_rows(inverse: torch.Tensor, product: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
+    """``inverse @ product``, in ``out`` or a new tensor: use what is returned."""
     if length:
         return inverse_rows_fft(product, inverse.shape[0], length, out)
-    return torch.mm(inverse, product, out=out)
+    return small_times_wide(inverse, product, out=out)
 
 
 def _inverse_rows_adjoint(inverse: torch.Tensor, grad: torch.Tensor, length: int, out: torch.Tensor) -> torch.Tensor:
+    """``inverse.T @ grad``, in ``out`` or a new tensor: use what is returned."""
     if length:
         return inverse_rows_fft_adjoint(grad, length, out)
-    return torch.mm(inverse.t(), grad, out=out)
+    return small_times_wide(inverse.t(), grad, out=out)
 
 
 def _row_block_lambdas(
@@ -228,9 +231,9 @@ def _row_block_lambdas(
             torch.bmm(part, columns, out=work.product)
         else:
             work.product.baddbmm_(part, columns)
-    _inverse_rows(inverse, work.product.view(inverse.shape[1], -1), fft_length, work.spatial)  # (x, k, i, N, v)
-    # One pass: reorder to (row, x, N, k, v) and add the shared lambda.
-    spatial = work.spatial.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
+    spatial = _inverse_rows(inverse, work.product.view(inverse.shape[1], -1), fft_length, work.spatial)
+    # One pass: reorder (x, k, i, N, v) to (row, x, N, k, v) and add the shared lambda.
+    spatial = spatial.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
     target = work.lambdas if out is None else out.view(work.lambdas.shape)
     torch.add(spatial, shared, out=target)
     return target.view(-1, key_dim, value_dim)
