@@ -67,6 +67,18 @@ def test_other_dtypes_stay_on_mm_and_write_out(dtype):
     )
 
 
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's flags() restoring its defaults
+def test_onednn_switched_off_by_the_user_is_respected():
+    _, _, small, wide = operands()
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+        assert not uses_onednn(small, wide)
+        out = torch.empty(56, 2048)
+        assert small_times_wide(small, wide, out=out).data_ptr() == out.data_ptr()
+    with torch.no_grad():
+        assert uses_onednn(small, wide)
+
+
 def test_autograd_inputs_stay_on_mm_and_keep_their_gradient():
     _, _, small, wide = operands()
     wide.requires_grad_(True)

@@ -19,7 +19,8 @@ import torch
 
 
 def _onednn_product() -> object | None:
-    if not torch.backends.mkldnn.is_available():
+    # Built with oneDNN, and not switched off by the user (torch.backends.mkldnn.flags(enabled=False)).
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return None
     return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
