@@ -8,6 +8,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lambda_repro.models.lambda_formulations.spectral import lambda_output_spectral
 from lambda_repro.models.lambda_formulations.wide_product import small_times_wide, uses_onednn
+from tests.test_spectral_gemm_calls import spectral_inputs
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -90,16 +91,9 @@ def test_autograd_inputs_stay_on_mm_and_keep_their_gradient():
 
 @needs_onednn
 def test_spectral_inference_runs_its_inverse_dft_on_onednn_and_stays_exact():
-    generator = torch.Generator().manual_seed(1)
     h = w = 56
-    inputs = (
-        torch.randn(2, 4, 16, h * w, generator=generator, dtype=torch.float64),
-        torch.randn(2, 1, 8, h * w, generator=generator, dtype=torch.float64),
-        torch.randn(2, 16, 8, generator=generator, dtype=torch.float64),
-        torch.randn(16, 1, 1, 23, 23, generator=generator, dtype=torch.float64) * 0.1,
-        torch.randn(16, generator=generator, dtype=torch.float64),
-    )
-    exact = lambda_output_spectral(*inputs, h, w)
+    inputs = spectral_inputs(h, w, 1, dtype=torch.float64)
+    exact = lambda_output_spectral(*inputs, h, w).detach()
     with torch.no_grad(), OpNames() as seen:
         fast = lambda_output_spectral(*(t.float() for t in inputs), h, w)
     assert "mkldnn._linear_pointwise" in seen.names

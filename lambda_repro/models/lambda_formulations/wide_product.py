@@ -25,14 +25,18 @@ def _onednn_product() -> object | None:
     return getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 
 
+def _onednn_kernel(small: torch.Tensor, wide: torch.Tensor) -> object | None:
+    """oneDNN's product for float32 on CPU (where MKL's sgemm is the alternative), else None (``mm``)."""
+    if wide.device.type != "cpu" or not wide.dtype == small.dtype == torch.float32:
+        return None
+    if torch.is_grad_enabled() and (wide.requires_grad or small.requires_grad):
+        return None  # no autograd formula
+    return _onednn_product()
+
+
 def uses_onednn(small: torch.Tensor, wide: torch.Tensor) -> bool:
-    """oneDNN for float32 on CPU (where MKL's sgemm is the alternative); ``mm`` for every other case."""
-    return (
-        wide.device.type == "cpu"
-        and wide.dtype == small.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (wide.requires_grad or small.requires_grad))  # no autograd formula
-        and _onednn_product() is not None
-    )
+    """Whether ``small_times_wide`` runs on oneDNN for these operands (``mm`` otherwise)."""
+    return _onednn_kernel(small, wide) is not None
 
 
 def small_times_wide(small: torch.Tensor, wide: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,6 +44,7 @@ def small_times_wide(small: torch.Tensor, wide: torch.Tensor, out: torch.Tensor 
 
     Returns a new tensor on oneDNN (``out`` is then left alone: the caller uses what is returned),
     else ``torch.mm(..., out=out)``."""
-    if uses_onednn(small, wide):
-        return _onednn_product()(small.contiguous(), wide.t(), None, "none", [], "")
+    kernel = _onednn_kernel(small, wide)
+    if kernel is not None:
+        return kernel(small.contiguous(), wide.t(), None, "none", [], "")
     return torch.mm(small, wide, out=out)
