@@ -13,7 +13,9 @@ repetitions, so that load from other processes hits every contender alike:
    the spectral row transform as a real FFT and as a DFT GEMM, interleaved (forward + backward
    and forward), and the spectral backward / forward ratio at the 7 shapes of the 16 layers;
 5. ``formulations``: every exact formulation at each of the 7 shapes, training and inference,
-   interleaved, against the fixed rule's pick (does the rule hold within 5%?);
+   interleaved, against the fixed rule's pick (does the rule hold within 5%?); ``rowdft``: the
+   spectral kernel's inverse row DFT (and its adjoint) on ``torch.mm`` against ``small_times_wide``
+   (oneDNN on CPU float32), at the widths ``spectral`` runs at;
 6. ``ops``: where each model spends a training / inference step (``torch.profiler`` top ops);
 7. ``compile``: the default model, ``torch.compile`` against eager, inference and a training
    step, interleaved (compile time printed apart).
@@ -51,6 +53,7 @@ from torch import nn
 from lambda_repro.models import LambdaLayer, benchmark_formulations, create_model
 from lambda_repro.models.lambda_formulations import chooser, spectral
 from lambda_repro.models.lambda_formulations.chooser import SWITCH_MARGIN, candidate_formulations, rule_formulation
+from lambda_repro.models.lambda_formulations.wide_product import small_times_wide, uses_onednn
 from lambda_repro.process_heap import keep_heap
 from lambda_repro.profiling.layer_shapes import LAMBDA_RESNET50_LAYER_SHAPES
 
@@ -354,6 +357,40 @@ def bench_backward_ratio(batch: int, rounds: int, device: torch.device, precisio
     print(f"{'all 16 layers':<24}{16:>6}{1e3 * total_f:>10.1f}{1e3 * total_b:>10.1f}{total_b / total_f:>9.2f}")
 
 
+def bench_row_dft(batch: int, rounds: int, device: torch.device) -> None:
+    """The spectral kernel's inverse row DFT of one row block (and its adjoint, in the backward), float32:
+    ``torch.mm`` (MKL on CPU) against ``small_times_wide`` (oneDNN where ``uses_onednn``), interleaved."""
+    key_dim, r = 16, 23
+    print(f"\ninverse row DFT of one row block, batch {batch}, fp32 (ms, median of {rounds}, interleaved)")
+    print(f"{'shape (C, W)':<18}{'product':>24}{'mm':>8}{'GFLOP/s':>9}{'wide':>8}{'GFLOP/s':>9}{'mm/wide':>9}  path")
+    seen = set()
+    for channels, _, side, _ in LAYER_SHAPES:
+        if (channels, side) in seen or spectral.uses_fft(side) or rule_formulation(side, side) != "spectral":
+            continue  # the shapes `spectral` runs at with DFT GEMM rows, once each
+        seen.add((channels, side))
+        rx = min(r, 2 * side - 1)
+        dft = spectral.RowDFT(side, rx, torch.float32, device, spectral.circular_length(side, rx))
+        columns = key_dim * spectral.row_block(side) * batch * (channels // 4)
+        product = torch.randn(dft.inverse.shape[1], columns, device=device)
+        grad = torch.randn(side, columns, device=device)
+        flops = 2 * dft.inverse.numel() * columns
+        for name, small, wide in (("inverse", dft.inverse, product), ("adjoint", dft.inverse.t(), grad)):
+            contenders = {
+                "mm": lambda small=small, wide=wide: torch.mm(small, wide),
+                "wide": lambda small=small, wide=wide: small_times_wide(small, wide),
+            }
+            medians = interleaved_medians(contenders, rounds, device)
+            mm, fast = medians["mm"], medians["wide"]
+            path = "oneDNN" if uses_onednn(small, wide) else "mm"
+            shape = f"{channels}, {side} {name}"
+            size = f"({small.shape[0]}x{small.shape[1]})@({wide.shape[0]}x{wide.shape[1]})"
+            print(
+                f"{shape:<18}{size:>24}{1e3 * mm:>8.2f}{flops / mm / 1e9:>9.0f}{1e3 * fast:>8.2f}"
+                f"{flops / fast / 1e9:>9.0f}{mm / fast:>9.2f}  {path}",
+                flush=True,
+            )
+
+
 def bench_formulations(batch: int, rounds: int, device: torch.device, precision: str) -> None:
     """Every exact formulation per shape, training and inference: is the rule's pick within 5% of the best?"""
     for mode in ("train", "inference"):
@@ -458,7 +495,9 @@ def bench_ops(batch: int, device: torch.device, precision: str, rows: int = 18) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=("layers", "models", "memory", "scaling", "formulations", "compile", "ops"), action="append"
+        "--only",
+        choices=("layers", "models", "memory", "scaling", "formulations", "rowdft", "compile", "ops"),
+        action="append",
     )
     parser.add_argument("--resolution", type=int, default=224, help="input side of --only compile")
     parser.add_argument("--compile-functional", action="store_true", help="compile: also the functional spectral")
@@ -498,6 +537,8 @@ def main() -> None:
             bench_backward_ratio(batch, args.rounds, device, args.precision)
         if "formulations" in parts:
             bench_formulations(batch, args.rounds, device, args.precision)
+        if "rowdft" in parts:
+            bench_row_dft(batch, args.rounds, device)
         if "ops" in parts:
             bench_ops(batch, device, args.precision)
         if "compile" in parts:

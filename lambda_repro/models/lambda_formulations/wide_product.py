@@ -6,7 +6,8 @@ kernels that the same build uses for convolutions. oneDNN's inner product (``mkl
 what inductor's CPU backend calls) computes the same product with the wide matrix as its transposed
 "weight", no copy: measured interleaved on the 2-core AMD EPYC host (MKL sgemm ~140-210 GFLOP/s,
 oneDNN 3x3 conv ~400), ``(56 x 68) @ (68 x 8192)`` ran at ~295 GFLOP/s against ~90-165 for ``mm``
-(``scripts/bench_lambda.py --only layers`` gives the effect on the layers). A rule, not a measurement: on
+(``scripts/bench_lambda.py --only rowdft`` times both at the layers' shapes, ``--only layers`` the effect on
+the layers). A rule, not a measurement: on
 a host whose MKL sgemm runs at peak (Intel) the two kernels should be alike, but that was not measured.
 
 No autograd: for the kernels that write their own backward (``RowBlockContraction``); graph capture
