@@ -202,13 +202,21 @@ def build(name: str, device: torch.device) -> nn.Module:
 
 
 def bench_models(
-    batch: int, rounds: int, device: torch.device, with_reference: bool, with_measured: bool, precision: str
+    batch: int,
+    rounds: int,
+    device: torch.device,
+    with_reference: bool,
+    with_measured: bool,
+    precision: str,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> None:
+    """Every model and its input in ``memory_format`` (the pipeline's ``channels_last`` switch)."""
     names = ["lambda_resnet50", "resnet50"] + (["lambda_resnet50_reference"] if with_reference else [])
     names += ["lambda_resnet50_measured"] if with_measured else []
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
     target = torch.randint(0, 1000, (batch,), device=device)
-    models = {name: build(name, device) for name in names}
+    models = {name: build(name, device).to(memory_format=memory_format) for name in names}
+    layout = "channels_last" if memory_format == torch.channels_last else "NCHW"
     for mode in ("train", "inference"):
         steps = {}
         for name, model in models.items():
@@ -218,7 +226,7 @@ def bench_models(
             )
         medians = interleaved_medians(steps, rounds, device)
         baseline = batch / medians["resnet50"]
-        print(f"\n{mode}, batch {batch} at 224, {precision} (images/s, median of {rounds} interleaved steps)")
+        print(f"\n{mode}, batch {batch} at 224, {precision}, {layout} (images/s, median of {rounds} interleaved steps)")
         for name in names:
             rate = batch / medians[name]
             print(f"{name:<28}{rate:>8.2f}  {rate / baseline:.2f}x resnet50", flush=True)
@@ -514,6 +522,11 @@ def main() -> None:
         help="keep: this process keeps its freed heap, as the stages' processes do (lambda_repro.process_heap); "
         "default: glibc's own trimming (what a script of your own gets)",
     )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="models: every model and input channels_last (what the pipeline's channels_last: auto runs on CPU)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     heap = keep_heap() if args.heap == "keep" else {"heap": "default"}
@@ -529,7 +542,10 @@ def main() -> None:
         if "layers" in parts:
             bench_layers(batch, args.rounds, device, args.precision)
         if "models" in parts:
-            bench_models(batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision)
+            layout = torch.channels_last if args.channels_last else torch.contiguous_format
+            bench_models(
+                batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision, layout
+            )
         if "memory" in parts and device.type == "cpu":
             bench_memory(batch, args.heap)
         if "scaling" in parts:

@@ -126,3 +126,23 @@ def test_spectral_inference_hands_back_channels_last_training_nchw_same_values(s
     assert torch.equal(with_grad.detach(), out)
     with_grad.sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("intra_depth", [1, 2])
+def test_gradients_keep_the_strides_of_their_parameters(intra_depth):
+    """DDP lays its gradient buckets out like the parameters and warns on every step ("grad strides do not match
+    bucket view strides") when a gradient comes with other strides: with intra_depth 1 the 5-D kernel's
+    channels_last strides differ from the plain ones only on size-1 dims, which no gradient reproduces."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 1), LambdaLayer(16, intra_depth=intra_depth))
+    block.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 10, 9).contiguous(memory_format=torch.channels_last)
+    block(x).square().sum().backward()
+    mismatched = {
+        name: (p.stride(), p.grad.stride()) for name, p in block.named_parameters() if p.stride() != p.grad.stride()
+    }
+    assert not mismatched
+    kernel = block[1].lambda_conv.weight
+    assert kernel.is_contiguous(memory_format=torch.channels_last_3d) or intra_depth == 1
+    if intra_depth > 1:  # memory really laid out channels_last through the 4-D view
+        assert not kernel.is_contiguous()

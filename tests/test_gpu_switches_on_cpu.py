@@ -23,7 +23,7 @@ from lambda_repro.models import read_checkpoint
 from lambda_repro.profiling.benchmark import BenchmarkConfig, benchmark_model
 from lambda_repro.training import TrainConfig, train
 from lambda_repro.training import resume as resume_module
-from lambda_repro.training.device_options import resolve_pin_memory, resolve_precision
+from lambda_repro.training.device_options import resolve_channels_last, resolve_pin_memory, resolve_precision
 from lambda_repro.training.resume import ResumePoint, resume_disagreement
 
 SINGLE = DistributedContext(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend=None)
@@ -79,6 +79,8 @@ def test_switch_resolution_on_cpu():
     with pytest.warns(UserWarning, match="train.cpu_autocast: true forces it"):
         assert resolve_precision("bf16", CPU) is None
     assert resolve_pin_memory("auto", CPU) is False and resolve_pin_memory(True, CPU) is True
+    assert resolve_channels_last("auto", CPU) is True and resolve_channels_last(False, CPU) is False
+    assert resolve_channels_last("auto", torch.device("cuda")) is True
 
 
 @pytest.mark.slow
@@ -140,11 +142,15 @@ def test_cpu_autocast_trains_finite_and_fp16_scales_the_loss(manifest, tmp_path,
 
 @pytest.mark.slow
 def test_channels_last_trains_to_nearly_the_same_weights(manifest, tmp_path, default_run):
-    # Needs LambdaLayer to accept model.to(memory_format=torch.channels_last) (the fast-layer issue's fix).
-    nhwc = trained(manifest, tmp_path, channels_last=True)
+    # The default (auto) is channels_last on CPU too: forced on, it is the default bit for bit; off, NCHW
+    # (other kernels, other rounding) lands within rounding of it.
+    nhwc = trained(manifest, tmp_path / "on", channels_last=True)
+    assert_same_weights(nhwc, default_run)
+    nchw = trained(manifest, tmp_path / "off", channels_last=False)
+    assert not torch.equal(nchw["state_dict"]["fc.weight"], default_run["state_dict"]["fc.weight"])
     for key, tensor in default_run["state_dict"].items():
         if tensor.is_floating_point():
-            torch.testing.assert_close(nhwc["state_dict"][key], tensor, rtol=1e-3, atol=1e-4, msg=key)
+            torch.testing.assert_close(nchw["state_dict"][key], tensor, rtol=1e-3, atol=1e-4, msg=key)
 
 
 def test_nodes_that_see_different_checkpoints_are_named_in_one_line(tmp_path, monkeypatch):

@@ -144,7 +144,9 @@ def test_precision_autocast_and_scaler():
 def test_config_from_params_rejects_typos_and_bad_values():
     config = BenchmarkConfig.from_params({"train_batch_sizes": [8, 16], "precision": "bf16"})
     assert config.train_batch_sizes == (8, 16) and config.precision == "bf16"
-    assert config.resolve_device() == CPU and config.resolve_channels_last(CPU) is False
+    assert config.resolve_device() == CPU and config.resolve_channels_last(CPU) is True  # auto: on for CPU too
+    assert BenchmarkConfig(channels_last=False).resolve_channels_last(CPU) is False
+    assert BenchmarkConfig().resolve_channels_last(torch.device("meta")) is False  # neither CUDA nor CPU
     with pytest.raises(ValueError, match="unknown parameter.*repeat"):
         BenchmarkConfig.from_params({"repeat": 3})
     with pytest.raises(ValueError, match="train_batch_sizes"):

@@ -120,7 +120,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-seconds", type=float, default=10.0, help="timed seconds per figure (default: 10)")
     parser.add_argument("--latency-repeats", type=int, default=10, help="batch-1 latency calls (default: 10)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="autocast dtype")
-    parser.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"), help="auto: on for CUDA")
+    parser.add_argument(
+        "--channels-last", default="auto", choices=("auto", "on", "off"), help="auto: on for CUDA and CPU"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when there is one)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: the idle cores)")
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"), help="the training step's optimizer")

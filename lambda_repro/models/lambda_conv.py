@@ -26,7 +26,13 @@ def _through_4d_view(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[to
         except RuntimeError as error:
             if _FOUR_D_FORMATS_MESSAGE not in str(error) or tensor.dim() != 5 or tensor.shape[2] != 1:
                 raise
-            return fn(tensor.squeeze(2)).unsqueeze(2)
+            converted = fn(tensor.squeeze(2)).unsqueeze(2)
+            if converted.is_contiguous():
+                # With intra_depth 1 the 4-D format changes only the strides of size-1 dims, not the memory.
+                # Keep the plain strides: the gradients come with them, and DDP, which lays its buckets out like
+                # the parameters, warns on every step that "grad strides do not match bucket view strides".
+                return converted.clone(memory_format=torch.contiguous_format)
+            return converted
 
     return apply
 

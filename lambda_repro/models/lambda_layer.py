@@ -127,16 +127,19 @@ class LambdaLayer(nn.Module):
         if not in_graph_capture():
             self.last_formulation = formulation
         out = run_formulation(formulation, *inputs)
-        if not out.requires_grad and out.permute(3, 0, 1, 2).is_contiguous() and not out.is_contiguous():
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        position_major = out.permute(3, 0, 1, 2).is_contiguous() and not out.is_contiguous()
+        if position_major and (channels_last or not out.requires_grad):
             # The spectral output lies position-major, (H, W, N, C) in memory. Laid out as NCHW, it would be a
             # transpose reading at a stride of N*C floats, often a multiple of 4 KiB, where every read misses
             # the cache (29% of the 128-channel 56x56 layer's inference); to (N, H, W, C), channels_last, it is
             # a copy of C-float runs, and BatchNorm, ReLU, pooling and the next 1x1 convolution take it as it is.
-            # Inference only: in training, BatchNorm's backward on the mixed layouts that follow cost more than
-            # the transpose saves (lambda_resnet50 training 0.71x resnet50 this way, 0.73x with NCHW; interleaved).
+            # In training only for a channels_last network: in an NCHW one, BatchNorm's backward on the mixed
+            # layouts that follow cost more than the transpose saves (lambda_resnet50 training 0.71x resnet50 this
+            # way, 0.73x with NCHW; interleaved).
             return self.pool(out.permute(0, 3, 1, 2).contiguous().view(n, h, w, c).permute(0, 3, 1, 2))
         out = out.reshape(n, c, h, w)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if channels_last:
             # Hand a channels_last network its layout back (the next convolution expects it).
             out = out.contiguous(memory_format=torch.channels_last)
         return self.pool(out)

@@ -28,6 +28,7 @@ from lambda_repro.profiling.memory import memory_kind, peak_bytes, reset_peak
 from lambda_repro.profiling.paired_ratio import paired_ratio
 from lambda_repro.profiling.precision import autocast, check_precision, grad_scaler
 from lambda_repro.profiling.timing import percentile, summarize, throughput, time_repeated
+from lambda_repro.training.device_options import resolve_channels_last
 from lambda_repro.training.optim import create_optimizer
 
 
@@ -80,7 +81,7 @@ class BenchmarkConfig:
         return torch.device(self.device)
 
     def resolve_channels_last(self, device: torch.device) -> bool:
-        return device.type == "cuda" if self.channels_last == "auto" else bool(self.channels_last)
+        return resolve_channels_last(self.channels_last, device)
 
 
 def environment(device: torch.device) -> dict:

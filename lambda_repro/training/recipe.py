@@ -73,7 +73,7 @@ class TrainConfig:
     cpu_autocast: bool = setting(
         boolean(), False, "honour train.precision on CPU too (slow; proves the GPU's autocast path on CPU)"
     )
-    channels_last: str | bool = setting(choice(lambda: ("auto", True, False)), "auto", "auto = on for CUDA")
+    channels_last: str | bool = setting(choice(lambda: ("auto", True, False)), "auto", "auto = on for CUDA and CPU")
     workers: int = setting(integer(minimum=0), 0, "DataLoader workers per process (0: load in the training process)")
     persistent_workers: bool = setting(boolean(), False, "keep the loader workers alive across epochs (workers > 0)")
     pin_memory: str | bool = setting(choice(lambda: ("auto", True, False)), "auto", "page-locked batches; auto = CUDA")
