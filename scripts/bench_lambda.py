@@ -139,9 +139,16 @@ def layer_forward(layer: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     return step
 
 
-def bench_layers(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+def bench_layers(
+    batch: int,
+    rounds: int,
+    device: torch.device,
+    precision: str,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> None:
+    layout = "channels_last" if memory_format == torch.channels_last else "NCHW"
     for mode in ("forward + backward", "forward"):
-        print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, {mode} (ms, median of {rounds})")
+        print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, {layout}, {mode} (ms, median of {rounds})")
         print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'reference':>12}{'fast':>10}{'speed-up':>10}  auto runs")
         totals = {"reference": 0.0, "auto": 0.0}
         for channels, stride, side, count in LAYER_SHAPES:
@@ -149,7 +156,9 @@ def bench_layers(batch: int, rounds: int, device: torch.device, precision: str) 
             reference = LambdaLayer(channels, stride, implementation="reference").to(device)
             fast = LambdaLayer(channels, stride).to(device)
             fast.load_state_dict(reference.state_dict())
-            x = torch.randn(batch, channels, side, side, device=device, requires_grad=mode != "forward")
+            reference.to(memory_format=memory_format), fast.to(memory_format=memory_format)
+            x = torch.randn(batch, channels, side, side, device=device).contiguous(memory_format=memory_format)
+            x.requires_grad_(mode != "forward")
             make = layer_forward if mode == "forward" else layer_step
             if mode == "forward":
                 reference.eval(), fast.eval()
@@ -525,7 +534,7 @@ def main() -> None:
     parser.add_argument(
         "--channels-last",
         action="store_true",
-        help="models: every model and input channels_last (what the pipeline's channels_last: auto runs on CPU)",
+        help="layers, models: layers, models and inputs channels_last (the pipeline's channels_last: auto on CPU)",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -538,11 +547,11 @@ def main() -> None:
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, device {device}, threads {threads}, {args.precision}, heap {heap['heap']}")
     print(host_frame(device), flush=True)
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
     for batch in args.batch:
         if "layers" in parts:
-            bench_layers(batch, args.rounds, device, args.precision)
+            bench_layers(batch, args.rounds, device, args.precision, layout)
         if "models" in parts:
-            layout = torch.channels_last if args.channels_last else torch.contiguous_format
             bench_models(
                 batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision, layout
             )
