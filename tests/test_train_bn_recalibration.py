@@ -16,6 +16,7 @@ from lambda_repro.evaluation import evaluate
 from lambda_repro.evaluation.recalibration import recalibrate_batchnorm
 from lambda_repro.models import create_model, read_checkpoint
 from lambda_repro.training import train
+from lambda_repro.training.device_options import resolve_channels_last
 from tests.test_train_resume import SINGLE, manifest, tiny_config  # noqa: F401 (manifest: a fixture)
 
 CPU = torch.device("cpu")
@@ -37,6 +38,8 @@ def test_recalibration_sets_the_statistics_a_hand_recalibration_gives_and_leaves
 
     # By hand: the weights the run ended with, recalibrated the documented way.
     by_hand = trained_model(plain, len(classes))
+    if resolve_channels_last(on.channels_last, CPU):  # in the layout the run trained and recalibrated in
+        by_hand.to(memory_format=torch.channels_last)
     images = build_dataset(load_manifest(manifest), "train", eval_transform(32))
     assert recalibrate_batchnorm(by_hand, images, images=6, batch_size=on.eval_batch_size, device=CPU, seed=0) == 6
     expected = by_hand.state_dict()
