@@ -120,6 +120,10 @@ def host_frame(device: torch.device) -> str:
     )
 
 
+def layout_name(memory_format: torch.memory_format) -> str:
+    return "channels_last" if memory_format == torch.channels_last else "NCHW"
+
+
 def layer_step(layer: nn.Module, x: torch.Tensor, precision: str = "fp32"):
     def step() -> None:
         layer.zero_grad(set_to_none=True)
@@ -146,7 +150,7 @@ def bench_layers(
     precision: str,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> None:
-    layout = "channels_last" if memory_format == torch.channels_last else "NCHW"
+    layout = layout_name(memory_format)
     for mode in ("forward + backward", "forward"):
         print(f"\n16 lambda layers of lambda_resnet50 at 224, batch {batch}, {layout}, {mode} (ms, median of {rounds})")
         print(f"{'shape (C, HxW, stride)':<24}{'count':>6}{'reference':>12}{'fast':>10}{'speed-up':>10}  auto runs")
@@ -225,7 +229,7 @@ def bench_models(
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
     target = torch.randint(0, 1000, (batch,), device=device)
     models = {name: build(name, device).to(memory_format=memory_format) for name in names}
-    layout = "channels_last" if memory_format == torch.channels_last else "NCHW"
+    layout = layout_name(memory_format)
     for mode in ("train", "inference"):
         steps = {}
         for name, model in models.items():

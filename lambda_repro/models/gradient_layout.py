@@ -14,6 +14,11 @@ from __future__ import annotations
 import torch
 
 
+def is_channels_last(tensor: torch.Tensor) -> bool:
+    """Laid out channels_last, and not merely also contiguous (as a tensor with ``C == 1`` or ``H == W == 1`` is)."""
+    return tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+
+
 def _canonical_strides(shape: torch.Size, channels_last: bool) -> tuple[int, ...]:
     n, c, h, w = shape
     return (h * w * c, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
@@ -22,7 +27,7 @@ def _canonical_strides(shape: torch.Size, channels_last: bool) -> tuple[int, ...
 class _CanonicalGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        ctx.channels_last = tensor.is_contiguous(memory_format=torch.channels_last) and not tensor.is_contiguous()
+        ctx.channels_last = is_channels_last(tensor)
         return tensor.view_as(tensor)
 
     @staticmethod

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lambda_repro.models.gradient_layout import canonical_gradient
+from lambda_repro.models.gradient_layout import canonical_gradient, is_channels_last
 from lambda_repro.models.lambda_conv import LambdaConv
 from lambda_repro.models.lambda_formulations.chooser import (
     IMPLEMENTATIONS,
@@ -127,7 +127,7 @@ class LambdaLayer(nn.Module):
         if not in_graph_capture():
             self.last_formulation = formulation
         out = run_formulation(formulation, *inputs)
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        channels_last = is_channels_last(x)
         position_major = out.permute(3, 0, 1, 2).is_contiguous() and not out.is_contiguous()
         if position_major and (channels_last or not out.requires_grad):
             # The spectral output lies position-major, (H, W, N, C) in memory. Laid out as NCHW, it would be a
