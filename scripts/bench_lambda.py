@@ -7,7 +7,9 @@ repetitions, so that load from other processes hits every contender alike:
 1. the 16 lambda layers of Lambda-ResNet-50 at 224, forward + backward (train mode) and
    forward only (eval, no grad);
 2. whole-model throughput, ``lambda_resnet50`` vs torchvision's ``resnet50``: training
-   (forward, backward, SGD step) and inference (eval, no grad), in images/s, per batch;
+   (forward, backward, SGD step) and inference (eval, no grad), in images/s, per batch
+   (``--channels-last``: every model and input in that layout); ``layouts``: each model in NCHW
+   and in channels_last, all four interleaved (ms per step);
 3. peak training memory: max RSS of a fresh subprocess per configuration;
 4. ``scaling``: the default 64-channel layer's cost per position at several map sides, with
    the spectral row transform as a real FFT and as a DFT GEMM, interleaved (forward + backward
@@ -25,6 +27,7 @@ Usage::
     python scripts/bench_lambda.py                          # everything (CPU: ~10-20 min on 2 cores)
     python scripts/bench_lambda.py --only layers            # layers | models | memory
     python scripts/bench_lambda.py --only models --batch 8 32 --with-reference-model
+    python scripts/bench_lambda.py --only layouts --batch 8 --rounds 9     # NCHW against channels_last
     python scripts/bench_lambda.py --only scaling --only formulations   # per-position cost, the rule
     python scripts/bench_lambda.py --only compile --batch 2                # compile vs eager (minutes)
     python scripts/bench_lambda.py --device cuda --precision bf16   # GPU, bf16 autocast
@@ -243,6 +246,34 @@ def bench_models(
         for name in names:
             rate = batch / medians[name]
             print(f"{name:<28}{rate:>8.2f}  {rate / baseline:.2f}x resnet50", flush=True)
+
+
+def bench_layouts(batch: int, rounds: int, device: torch.device, resolution: int, precision: str) -> None:
+    """Each model in NCHW and in channels_last (the pipeline's ``channels_last`` switch), all four interleaved."""
+    x = torch.randn(batch, 3, resolution, resolution, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    layouts = (torch.contiguous_format, torch.channels_last)
+    models = {
+        (name, layout): build(name, device).to(memory_format=layout)
+        for name in ("lambda_resnet50", "resnet50")
+        for layout in layouts
+    }
+    for mode in ("train", "inference"):
+        steps = {}
+        for (name, layout), model in models.items():
+            model.train(mode == "train")
+            batch_x = x.contiguous(memory_format=layout)
+            steps[name, layout] = (
+                train_step(model, batch_x, target, precision)
+                if mode == "train"
+                else infer_step(model, batch_x, precision)
+            )
+        medians = interleaved_medians(steps, rounds, device)
+        print(f"\n{mode}, batch {batch} at {resolution}, {precision} (ms per step, median of {rounds} interleaved)")
+        print(f"{'model':<20}{'NCHW':>10}{'channels_last':>15}{'NCHW / channels_last':>22}")
+        for name in ("lambda_resnet50", "resnet50"):
+            nchw, nhwc = (medians[name, layout] for layout in layouts)
+            print(f"{name:<20}{1e3 * nchw:>10.1f}{1e3 * nhwc:>15.1f}{nchw / nhwc:>21.2f}x", flush=True)
 
 
 def resident_peak_mib() -> float:
@@ -517,10 +548,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--only",
-        choices=("layers", "models", "memory", "scaling", "formulations", "rowdft", "compile", "ops"),
+        choices=("layers", "models", "layouts", "memory", "scaling", "formulations", "rowdft", "compile", "ops"),
         action="append",
     )
-    parser.add_argument("--resolution", type=int, default=224, help="input side of --only compile")
+    parser.add_argument("--resolution", type=int, default=224, help="input side of --only compile and layouts")
     parser.add_argument("--compile-functional", action="store_true", help="compile: also the functional spectral")
     parser.add_argument("--batch", type=int, nargs="+", default=[8], help="one or more batch sizes")
     parser.add_argument("--precision", choices=sorted(PRECISION), default="fp32", help="autocast dtype")
@@ -559,6 +590,8 @@ def main() -> None:
             bench_models(
                 batch, args.rounds, device, args.with_reference_model, args.with_measured, args.precision, layout
             )
+        if "layouts" in parts:
+            bench_layouts(batch, args.rounds, device, args.resolution, args.precision)
         if "memory" in parts and device.type == "cpu":
             bench_memory(batch, args.heap)
         if "scaling" in parts:

@@ -35,9 +35,10 @@ def resolve_pin_memory(setting: str | bool, device: torch.device) -> bool:
 CHANNELS_LAST_DEVICES = ("cuda", "cpu")
 """Where ``auto`` turns channels_last on. CUDA: tensor cores prefer NHWC (not run here: no GPU). CPU: oneDNN's NHWC
 kernels, and BatchNorm / ReLU / pooling on that layout, were faster for both models on the 2-core AMD EPYC host
-(2026-12-04, sgemm ~210 / 3x3 conv ~380 GFLOP/s, interleaved): batch 8 at 224, training resnet50 762 -> 624 ms per
-step and lambda_resnet50 1093 -> 929, inference 237 -> 189 and 311 -> 299; the default run's shape (batch 16 at
-64 px, one thread) 299 -> 280 and 376 -> 326. Not measured on an Intel host; ``false`` turns it off."""
+(2026-12-04, sgemm ~210 / 3x3 conv ~380 GFLOP/s; ``scripts/bench_lambda.py --only layouts``, all four interleaved):
+batch 8 at 224, training resnet50 766 -> 624 ms per step and lambda_resnet50 1058 -> 899, inference 220 -> 177 and
+301 -> 274; the default run's shape (``--batch 16 --resolution 64``, ``OMP_NUM_THREADS=1``) training 295 -> 272 and
+357 -> 328. Not measured on an Intel host; ``false`` turns it off."""
 
 
 def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
