@@ -12,8 +12,9 @@ repetitions, so that load from other processes hits every contender alike:
    and in channels_last, all four interleaved (ms per step);
 3. peak training memory: max RSS of a fresh subprocess per configuration;
 4. ``scaling``: the default 64-channel layer's cost per position at several map sides, with
-   the spectral row transform as a real FFT and as a DFT GEMM, interleaved (forward + backward
-   and forward), and the spectral backward / forward ratio at the 7 shapes of the 16 layers;
+   whole rows by a DFT GEMM, whole rows by a real FFT and the default (rows cut in tiles where
+   ``spectral.row_tile`` says), interleaved (forward + backward and forward), and the spectral
+   backward / forward ratio at the 7 shapes of the 16 layers;
 5. ``formulations``: every exact formulation at each of the 7 shapes, training and inference,
    interleaved, against the fixed rule's pick (does the rule hold within 5%?); ``rowdft``: the
    spectral kernel's inverse row DFT (and its adjoint) on ``torch.mm`` against ``small_times_wide``
@@ -318,15 +319,22 @@ def bench_memory(batch: int, heap: str) -> None:
         print(f"{name:<28}{result['max_rss_mib']:>10.0f}{result['peak_growth_mib']:>20.0f}", flush=True)
 
 
+ROW_TRANSFORMS = ("whole", "fft", "default")
+"""How the scaling sweep runs the rows: ``whole`` rows by the DFT GEMM, ``fft`` whole rows by a real FFT,
+``default`` what the layer picks (whole rows up to 56, tiles of them beyond, see ``spectral.row_tile``)."""
+
+
 @contextlib.contextmanager
 def row_transform(kind: str):
-    """Force the spectral row transform: ``"fft"`` (real FFT) or ``"gemm"`` (DFT matrix) at every width."""
-    saved = spectral.FFT_MIN_WIDTH
-    spectral.FFT_MIN_WIDTH = 1 if kind == "fft" else 10**9
+    """Force the spectral row transform at every width: one of ``ROW_TRANSFORMS``."""
+    saved = spectral.FFT_MIN_WIDTH, spectral.TILE_ROWS
+    if kind != "default":
+        spectral.FFT_MIN_WIDTH = 1 if kind == "fft" else 10**9
+        spectral.TILE_ROWS = False
     try:
         yield
     finally:
-        spectral.FFT_MIN_WIDTH = saved
+        spectral.FFT_MIN_WIDTH, spectral.TILE_ROWS = saved
 
 
 def with_row_transform(kind: str, step):
@@ -341,7 +349,8 @@ SCALING_SIDES = (56, 112, 160)
 
 
 def bench_scaling(batch: int, rounds: int, device: torch.device, precision: str) -> None:
-    """Per-position cost of the 64-channel spectral layer (layer1's) at each side, FFT vs GEMM rows."""
+    """Per-position cost of the 64-channel spectral layer (layer1's) at each side: whole rows by GEMM or FFT,
+    and the default (tiled rows where ``row_tile`` cuts them), all interleaved."""
     for mode in ("forward + backward", "forward"):
         contenders, positions = {}, {}
         for side in SCALING_SIDES:
@@ -352,23 +361,22 @@ def bench_scaling(batch: int, rounds: int, device: torch.device, precision: str)
                 layer.eval()
             make = layer_forward if mode == "forward" else layer_step
             positions[side] = batch * side * side
-            for kind in ("gemm", "fft"):
+            for kind in ROW_TRANSFORMS:
                 contenders[(side, kind)] = with_row_transform(kind, make(layer, x, precision))
         medians = interleaved_medians(contenders, rounds, device)
         print(f"\n64-channel spectral layer, batch {batch}, {mode}: us per position (median of {rounds}, interleaved)")
-        print(f"{'side':<8}{'GEMM rows':>11}{'FFT rows':>10}{'FFT/GEMM':>10}  default  {'default / default at 56':>24}")
+        print(
+            f"{'side':<6}{'whole rows':>11}{'FFT rows':>10}{'default':>9}  {'tile':<6}"
+            f"{'default / whole':>16}{'default / default at 56':>25}"
+        )
         per_position = {key: 1e6 * seconds / positions[key[0]] for key, seconds in medians.items()}
-
-        def default_of(side: int) -> str:
-            return "fft" if spectral.uses_fft(side) else "gemm"
-
-        at_56 = per_position[(SCALING_SIDES[0], default_of(SCALING_SIDES[0]))]
+        at_56 = per_position[(SCALING_SIDES[0], "default")]
         for side in SCALING_SIDES:
-            gemm, fft = per_position[(side, "gemm")], per_position[(side, "fft")]
-            default = default_of(side)
+            whole, fft, default = (per_position[(side, kind)] for kind in ROW_TRANSFORMS)
+            tile = spectral.row_tile(side, 23, spectral.row_block(side) + 22)
             print(
-                f"{side:<8}{gemm:>11.2f}{fft:>10.2f}{fft / gemm:>10.2f}  {default:<7}"
-                f"{per_position[(side, default)] / at_56:>26.2f}",
+                f"{side:<6}{whole:>11.2f}{fft:>10.2f}{default:>9.2f}  {tile:<6}"
+                f"{default / whole:>16.2f}{default / at_56:>25.2f}",
                 flush=True,
             )
 

@@ -1,9 +1,10 @@
 """The spectral formulation's cost per position stays bounded with the map, and wide rows stay exact.
 
-Rows of width >= ``FFT_MIN_WIDTH`` use a real FFT instead of the dense DFT GEMM (below it the
-GEMM is faster, measured: see ``spectral.FFT_MIN_WIDTH``); the
-exactness tests force that switch on at small widths too (so they run fast) and check it at
-a real wide map, in float64 against the published formulation: outputs and all gradients.
+Wide rows are cut into tiles (overlap-save, ``spectral.row_tile``) where that costs fewer
+multiply-adds; whole rows of width >= ``FFT_MIN_WIDTH`` that no tile suits (a prime width) use a
+real FFT instead of the dense DFT GEMM. The exactness tests force tiles and the FFT at small
+widths too (so they run fast) and check both at real wide maps, in float64 against the
+published formulation: outputs and all gradients.
 """
 
 from __future__ import annotations
@@ -26,24 +27,106 @@ from lambda_repro.models.lambda_formulations.spectral_cost import spectral_macs_
 
 @pytest.mark.parametrize("side", [112, 160])
 def test_fft_rows_keep_macs_per_position_at_large_maps_not_above_56x56(monkeypatch, side):
-    """What the FFT path buys when it is on (here from width 96): large maps cost no more per position."""
+    """What the FFT path buys when it is on for whole rows (here from width 96): large maps cost no more per
+    position, by this count (it runs slower than the DFT GEMM, measured, hence tiles first)."""
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 96)
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     at_56 = spectral_macs_per_position(56, 56)
     assert spectral_macs_per_position(side, side) <= at_56, (side, spectral_macs_per_position(side, side), at_56)
 
 
-def test_default_macs_per_position_bounded_for_any_width():
-    """DFT GEMM rows up to FFT_MIN_WIDTH (faster there, measured), FFT rows beyond: no width up to 1024
-    costs more per position than the widest GEMM row."""
-    widest_gemm_row = spectral_macs_per_position(56, spectral.FFT_MIN_WIDTH - 1)
-    assert max(spectral_macs_per_position(56, w) for w in range(56, 1025, 7)) <= widest_gemm_row
-    assert spectral_macs_per_position(56, spectral.FFT_MIN_WIDTH) < widest_gemm_row
-
-
 def test_dense_dft_cost_would_grow_with_the_width(monkeypatch):
-    """The model sees the problem it fixes: with the FFT switched off, 160 costs more than 56."""
+    """The model sees the problem tiles fix: whole rows by the DFT GEMM, 160 costs more than 56."""
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 10**9)
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     assert spectral_macs_per_position(160, 160) > 1.3 * spectral_macs_per_position(56, 56)
+
+
+@pytest.mark.parametrize(("side", "tile"), [(56, 56), (28, 28), (112, 28), (160, 32), (224, 32)])
+def test_row_tile_keeps_whole_rows_up_to_56_and_tiles_wider_ones(side, tile):
+    assert spectral.row_tile(side, 23, spectral.row_block(side) + 22) == tile
+
+
+def test_tiled_rows_cost_per_position_stays_near_56x56_at_any_width():
+    """Tiles bound the row DFT's cost: no width from 56 to 1024 costs more than 1.15x the 56x56 cost per
+    position (a whole row gets its zero padding for free, a tile pays for its halo), against 1.74x at 160
+    for whole rows."""
+    at_56 = spectral_macs_per_position(56, 56)
+    worst = max(range(56, 1025), key=lambda width: spectral_macs_per_position(56, width))
+    assert spectral_macs_per_position(56, worst) <= 1.15 * at_56, worst
+    assert spectral_macs_per_position(160, 160) <= 1.15 * at_56
+
+
+@pytest.mark.parametrize(
+    ("channels", "stride", "height", "width", "intra_depth", "tile"),
+    [
+        (8, 1, 5, 10, 1, 5),
+        (8, 2, 6, 12, 2, 4),  # stride 2, intra-depth 2
+        (8, 1, 9, 30, 1, 3),  # tiles narrower than the kernel's halo
+        (8, 1, 4, 24, 1, 12),
+        (8, 1, 5, 11, 1, 4),  # a last tile past the map's edge
+        (8, 2, 6, 13, 2, 5),
+    ],
+)
+def test_tiled_rows_same_function_and_gradients_float64(
+    monkeypatch, channels, stride, height, width, intra_depth, tile
+):
+    monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: tile)
+    built = record_row_dfts(monkeypatch)
+    reference, fast = twin_layers(channels, stride, "spectral", torch.float64, intra_depth=intra_depth)
+    assert_same_function(reference, fast, torch.randn(2, channels, height, width, dtype=torch.float64), 1e-10)
+    assert built and all(dft.inverse.shape[0] == tile and dft.forward.shape[0] > tile for dft in built)
+
+
+def record_row_dfts(monkeypatch) -> list:
+    """Every ``RowDFT`` the spectral formulation builds from now on (which rows it ran)."""
+    built = []
+
+    class Recorded(spectral.RowDFT):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(spectral, "RowDFT", Recorded)
+    return built
+
+
+def test_functional_equals_eager_on_tiled_rows(monkeypatch):
+    monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: 5)
+    torch.manual_seed(0)
+    h, w = 7, 15
+    args = (
+        torch.randn(2, 2, 4, h * w, dtype=torch.float64),
+        torch.randn(2, 1, 3, h * w, dtype=torch.float64),
+        torch.randn(2, 4, 3, dtype=torch.float64),
+        torch.randn(4, 1, 1, 23, 23, dtype=torch.float64),
+        torch.randn(4, dtype=torch.float64),
+    )
+    eager = lambda_output_spectral(*args, h, w)
+    assert rel(lambda_output_spectral_functional(*args, h, w), eager) < 1e-12
+
+
+def test_tiled_rows_gradcheck(monkeypatch):
+    monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: 2)
+    torch.manual_seed(0)
+    h, w = 4, 6
+    args = (
+        torch.randn(2, 2, 3, h * w, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 2, 2, h * w, dtype=torch.float64, requires_grad=True),
+        torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, 2, 1, 5, 5, dtype=torch.float64, requires_grad=True),
+        torch.randn(3, dtype=torch.float64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(lambda q, v, c, wt, b: lambda_output_spectral(q, v, c, wt, b, h, w), args)
+
+
+def test_wide_map_takes_tiles_and_is_exact(monkeypatch):
+    """A real wide map, the default rule: 112 columns of a 4-row map (a 7-row column kernel) in 6 tiles of 19,
+    the last one past the edge, against the published layer."""
+    built = record_row_dfts(monkeypatch)
+    reference, fast = twin_layers(8, 1, "spectral", torch.float64)
+    assert_same_function(reference, fast, torch.randn(1, 8, 4, 112, dtype=torch.float64), 1e-10)
+    assert built and all(dft.inverse.shape == (19, 2 * ((19 + 22) // 2 + 1)) for dft in built)
 
 
 @pytest.mark.parametrize("minimum", [1, 7, 67, 123, 171, 1021])
@@ -79,12 +162,15 @@ def test_fft_inverse_and_adjoint_equal_the_dft_matrices(width, length):
 )
 def test_fft_rows_same_function_and_gradients_float64(monkeypatch, channels, stride, height, width, intra_depth):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     reference, fast = twin_layers(channels, stride, "spectral", torch.float64, intra_depth=intra_depth)
     assert_same_function(reference, fast, torch.randn(2, channels, height, width, dtype=torch.float64), 1e-10)
 
 
 @pytest.mark.parametrize(("stride", "width_past_the_switch"), [(1, 1), (2, 17)])
-def test_wide_map_uses_fft_and_is_exact(stride, width_past_the_switch):
+def test_wide_map_uses_fft_and_is_exact(monkeypatch, stride, width_past_the_switch):
+    """Whole rows (tiles off) past the switch take the FFT."""
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     width = spectral.FFT_MIN_WIDTH + width_past_the_switch
     assert spectral.uses_fft(width) and not spectral.uses_fft(spectral.FFT_MIN_WIDTH - 1)
     reference, fast = twin_layers(8, stride, "spectral", torch.float64)
@@ -93,6 +179,7 @@ def test_wide_map_uses_fft_and_is_exact(stride, width_past_the_switch):
 
 def test_functional_equals_eager_on_fft_rows(monkeypatch):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     torch.manual_seed(0)
     h, w = 7, 11
     args = (
@@ -108,6 +195,7 @@ def test_functional_equals_eager_on_fft_rows(monkeypatch):
 
 def test_fft_rows_gradcheck(monkeypatch):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
+    monkeypatch.setattr(spectral, "TILE_ROWS", False)
     torch.manual_seed(0)
     h, w = 4, 5
     args = (
@@ -130,6 +218,7 @@ def test_fft_rows_under_bf16_autocast_are_close(monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             gemm_rows = fast(x).float()
             monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
+            monkeypatch.setattr(spectral, "TILE_ROWS", False)
             fft_rows = fast(x).float()
     assert torch.isfinite(fft_rows).all()
     assert rel(fft_rows, expected) < 2 * rel(gemm_rows, expected) + 1e-3

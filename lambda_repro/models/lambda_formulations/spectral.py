@@ -6,16 +6,18 @@ runs far below GEMM speed. Here the convolution is split along its two axes:
 
 1. along ``x`` it becomes a product: a real DFT of each map row (one GEMM with a small
    DFT matrix). Circular length ``L = W + r//2`` keeps every kept output free of
-   wrap-around, so nothing is approximated;
+   wrap-around, so nothing is approximated. Wide rows are cut into tiles of ``T`` outputs
+   (overlap-save: each tile transforms its ``T + 2*(r//2)`` inputs, ``L = T + 2*(r//2)``), so
+   that the DFT's cost per output stays bounded instead of growing with ``W`` (``row_tile``);
 2. along ``y`` it stays a convolution with ``r`` taps, but per frequency it is a
    complex matrix product: output rows from input rows. Output rows are taken in blocks,
    so that each block is one small dense (block-Toeplitz) matrix and the step is one
    batched GEMM over frequencies;
 3. an inverse real DFT (one more GEMM) back to ``x``.
 
-Per output this is ``4*(block + r - 1) * bins/W + 2*bins`` multiply-adds (``bins = L//2 + 1``;
-the column step, then the inverse DFT): ~130 instead of 529 at 56x56 with ``r = 23`` and
-``block = 4``, all in GEMMs. The
+Per output this is ``4*(block + r - 1) * bins/T + 2*bins`` multiply-adds (``bins = L//2 + 1``,
+``T = W`` for whole rows; the column step, then the inverse DFT): ~130 instead of 529 at 56x56
+with ``r = 23`` and ``block = 4``, ~150 at any wider map (tiles), all in GEMMs. The
 lambdas are then used block by block (``RowBlockContraction``; kept for the backward in training). The
 result equals the direct convolution up to floating-point rounding (float64: ~1e-14).
 
@@ -25,6 +27,7 @@ GPU here (none was available), and the block size was tuned on CPU only.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -57,16 +60,57 @@ def keeps_lambdas(q_rows: torch.Tensor, value_dim: int) -> bool:
 
 
 FFT_MIN_WIDTH = 320
-"""Rows at least this wide are transformed by a real FFT instead of a DFT GEMM. The GEMM costs
+"""Whole rows at least this wide are transformed by a real FFT instead of a DFT GEMM. The GEMM costs
 ``~2*bins`` multiply-adds per lambda entry, growing with the width, the FFT ``O(log W)``, but the
 GEMM runs near peak and the FFT (with its reorders) does not: measured on the 2-core CPU host
 (``scripts/bench_lambda.py --only scaling``, 64-channel layer, batch 8, interleaved), FFT rows
 were 1.3-1.7x slower than GEMM rows at widths 56, 112 and 160, forward and backward, and the
-ratio grew slowly with the width; 320 is that trend's crossover, extrapolated, not measured."""
+ratio grew slowly with the width; 320 is that trend's crossover, extrapolated, not measured.
+With ``TILE_ROWS`` (the default) rows that wide are cut into tiles, whose DFT GEMM costs ~150
+multiply-adds per entry at any width, so the FFT only runs with tiles switched off."""
 
 
 def uses_fft(width: int) -> bool:
+    """Whether whole rows of ``width`` take the real FFT (tiled rows always take the DFT GEMM)."""
     return width >= FFT_MIN_WIDTH
+
+
+TILE_ROWS = True
+"""Wide rows are cut into tiles where that costs fewer multiply-adds (``row_tile``). False: whole rows at every
+width (what ``scripts/bench_lambda.py --only scaling`` compares the tiles against)."""
+
+
+def row_dft_macs(tile: int, whole_row: bool, kernel_width: int, span: int) -> float:
+    """Multiply-adds per lambda entry of the kernel's row DFT work for rows cut in tiles of ``tile`` outputs: the
+    column step (``4*span`` per frequency of a tile, shared by its ``tile`` outputs) and the inverse DFT (``2*bins``).
+    A whole row is zero beyond its ends, so ``W + r//2`` positions suffice; a tile reads ``r//2`` real inputs
+    on each side."""
+    pad = kernel_width // 2
+    bins = (tile + pad if whole_row else tile + 2 * pad) // 2 + 1
+    return 2 * bins * (2 * span / tile + 1)
+
+
+def row_tile(width: int, kernel_width: int, span: int) -> int:
+    """Outputs per row tile: ``width`` (whole rows), or the tile width that costs the fewest multiply-adds per
+    output (``row_dft_macs``; a last tile past the map's edge computes columns that are dropped). At 56 and
+    narrower, whole rows (131 against 149 per entry at 56x56); at 112 tiles of 28 (149 against 182), at 160
+    tiles of 32 (147 against 228): near 150 at any width."""
+    return _cheapest_tile(width, kernel_width, span) if TILE_ROWS else width
+
+
+@functools.lru_cache(maxsize=256)
+def _cheapest_tile(width: int, kernel_width: int, span: int) -> int:
+    best, best_macs = width, row_dft_macs(width, True, kernel_width, span)
+    for tile in range(1, width):
+        computed = -(-width // tile) * tile  # columns the tiles compute, the dropped ones too
+        if (macs := row_dft_macs(tile, False, kernel_width, span) * computed / width) < best_macs:
+            best, best_macs = tile, macs
+    return best
+
+
+def row_tiles(width: int, tile: int) -> int:
+    """How many tiles of ``tile`` outputs cover a row of ``width``."""
+    return -(-width // tile)
 
 
 def fft_length(minimum: int) -> int:
@@ -97,32 +141,43 @@ def row_block(height: int) -> int:
 
 
 class RowDFT:
-    """The real-DFT matrices of one map width and kernel width, as GEMM operands.
+    """The real-DFT matrices of one row width (a whole row, or one tile) and kernel width, as GEMM operands.
 
-    ``forward``: ``(W, 2*bins)``, maps ``x`` to interleaved (real, imag) spectra.
-    ``inverse``: ``(W, 2*bins)``, maps spectra back to the first ``W`` positions.
+    ``forward``: ``(S, 2*bins)``, maps the ``S`` inputs of a row (``S = W``) or of a tile with its halo
+    (``S = W + 2*pad``, ``halo=True``) to interleaved (real, imag) spectra.
+    ``inverse``: ``(W, 2*bins)``, maps spectra back to the ``W`` outputs (a tile's start ``pad`` inputs in).
     ``taps``: ``(rx, 2*bins)``, the spectrum of each kernel tap ``dx - rx//2`` as seen by
     a cross-correlation (phase ``+2*pi*f*(dx - pad)/L``).
     """
 
     def __init__(
-        self, width: int, kernel_width: int, dtype: torch.dtype, device: torch.device, length: int | None = None
+        self,
+        width: int,
+        kernel_width: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        length: int | None = None,
+        halo: bool = False,
     ) -> None:
         pad = kernel_width // 2
-        length = width + pad if length is None else length
-        assert length >= width + pad, "a shorter circular length wraps the kernel around"
+        start = pad if halo else 0  # where the outputs start among the inputs
+        inputs = width + 2 * start
+        length = width + pad + start if length is None else length
+        assert length >= width + pad + start, "a shorter circular length wraps the kernel around"
         self.length = length
         self.bins = length // 2 + 1
         freqs = torch.arange(self.bins, dtype=torch.float64, device=device)
-        phase = (2 * math.pi / length) * torch.outer(torch.arange(width, dtype=torch.float64, device=device), freqs)
+        positions = torch.arange(inputs, dtype=torch.float64, device=device)
+        phase = (2 * math.pi / length) * torch.outer(positions, freqs)
         cos, sin = torch.cos(phase), torch.sin(phase)
+        self.forward = torch.stack([cos, -sin], -1).reshape(inputs, -1).to(dtype)
+        cos, sin = cos[start : start + width], sin[start : start + width]
         # A real signal's spectrum is Hermitian: bins 1..L/2 stand for two, bin 0 (and
         # the Nyquist bin of an even length) for one.
         weight = torch.full((self.bins,), 2.0, dtype=torch.float64, device=device)
         weight[0] = 1.0
         if length % 2 == 0:
             weight[-1] = 1.0
-        self.forward = torch.stack([cos, -sin], -1).reshape(width, -1).to(dtype)
         self.inverse = (torch.stack([cos * weight, -sin * weight], -1).reshape(width, -1) / length).to(dtype)
         taps = torch.arange(kernel_width, dtype=torch.float64, device=device) - pad
         tap_phase = (2 * math.pi / length) * torch.outer(taps, freqs)
@@ -152,13 +207,20 @@ class _Workspace:
     faults (on CPU as much time as the GEMM that fills it)."""
 
     def __init__(
-        self, toeplitz: torch.Tensor, shared: torch.Tensor, width: int, block: int, backward: bool, depth: int = 1
+        self,
+        toeplitz: torch.Tensor,
+        shared: torch.Tensor,
+        width: int,
+        tile: int,
+        block: int,
+        backward: bool,
+        depth: int = 1,
     ) -> None:
         n, key_dim, value_dim = shared.shape
         bins, rows = toeplitz.shape[:2]  # rows = (re/im, k, i)
-        columns = n * value_dim
-        self.product = shared.new_empty(bins, rows, columns)  # (f, (o, k, i), (N, v))
-        self.spatial = shared.new_empty(width, rows // 2 * columns)  # (x, (k, i, N, v))
+        columns = row_tiles(width, tile) * n * value_dim
+        self.product = shared.new_empty(bins, rows, columns)  # (f, (o, k, i), (tile, N, v))
+        self.spatial = shared.new_empty(tile, rows // 2 * columns)  # (x in the tile, (k, i, tile, N, v))
         self.lambdas = shared.new_empty(block, width, n, key_dim, value_dim)
         if backward:
             self.grad_lambdas = shared.new_empty(block * width * n, key_dim, value_dim)
@@ -232,10 +294,14 @@ def _row_block_lambdas(
         else:
             work.product.baddbmm_(part, columns)
     spatial = _inverse_rows(inverse, work.product.view(inverse.shape[1], -1), fft_length, work.spatial)
-    # One pass: reorder (x, k, i, N, v) to (row, x, N, k, v) and add the shared lambda.
-    spatial = spatial.view(width, key_dim, block, n, value_dim).permute(2, 0, 3, 1, 4)
+    # One pass: reorder (x in tile, k, i, tile, N, v) to (row, tile, x in tile, N, k, v) and add the shared lambda.
+    tile = inverse.shape[0]
+    spatial = spatial.view(tile, key_dim, block, row_tiles(width, tile), n, value_dim).permute(2, 3, 0, 4, 1, 5)
     target = work.lambdas if out is None else out.view(work.lambdas.shape)
-    torch.add(spatial, shared, out=target)
+    whole, rest = divmod(width, tile)
+    torch.add(spatial[:, :whole], shared, out=target[:, : whole * tile].view(block, whole, tile, n, key_dim, value_dim))
+    if rest:  # the last tile reaches past the map: its first columns only
+        torch.add(spatial[:, whole, :rest], shared, out=target[:, whole * tile :])
     return target.view(-1, key_dim, value_dim)
 
 
@@ -263,7 +329,7 @@ def row_block_forward(
     Returns ``(y, lambdas)``: with ``keep_lambdas`` every block's lambdas, ``(blocks*block*W*N, k, v)``, for
     the backward (as much memory as the published layer keeps), else None."""
     n, key_dim, value_dim = shared.shape
-    work = _Workspace(toeplitz, shared, width, block, backward=False)
+    work = _Workspace(toeplitz, shared, width, inverse.shape[0], block, backward=False)
     out = q_rows.new_empty(q_rows.shape[0], q_rows.shape[1], value_dim)
     block_rows = block * width * n
     kept = q_rows.new_empty(-(-height // block) * block_rows, key_dim, value_dim) if keep_lambdas else None
@@ -303,7 +369,7 @@ def row_block_backward(
     # column slice of grad_toeplitz (strided) falls back to one small GEMM per frequency.
     grad_toeplitz_slices = toeplitz.new_zeros(depth, bins, rows, slice_columns_size) if need_toeplitz else None
     grad_shared = torch.zeros_like(shared) if need_shared else None
-    work = _Workspace(toeplitz, shared, width, block, backward=True, depth=depth)
+    work = _Workspace(toeplitz, shared, width, inverse.shape[0], block, backward=True, depth=depth)
     for index, (start, stop) in enumerate(_row_ranges(block, height, width * n)):
         if kept is not None:
             lambdas = kept[start:stop]  # the block's rows start where its lambdas do
@@ -323,8 +389,7 @@ def row_block_backward(
         if not (need_spectra or need_toeplitz):
             continue
         # Back through the reorder and the inverse DFT (the workspace's buffers are free again).
-        spatial = work.spatial.view(width, key_dim, block, n, value_dim)
-        spatial.copy_(grad_lambdas.view(block, width, n, key_dim, value_dim).permute(1, 3, 0, 2, 4))
+        _tile_gradient(grad_lambdas.view(block, width, n, key_dim, value_dim), inverse.shape[0], work.spatial)
         grad_product = _inverse_rows_adjoint(inverse, work.spatial, length, work.product.view(inverse.shape[1], -1))
         grad_product = grad_product.view(work.product.shape)
         columns = _block_columns(spectra, toeplitz, index * block)
@@ -341,6 +406,19 @@ def row_block_backward(
     if need_toeplitz:  # (u, f, rows, cols) -> (f, rows, (u, cols)), the layout of toeplitz
         grad_toeplitz = grad_toeplitz_slices.permute(1, 2, 0, 3).reshape(toeplitz.shape)
     return grad_q, grad_spectra, grad_toeplitz, grad_shared
+
+
+def _tile_gradient(grad_lambdas: torch.Tensor, tile: int, out: torch.Tensor) -> None:
+    """Back through the reorder of ``_row_block_lambdas``: ``grad_lambdas`` ``(block, W, N, k, v)`` into ``out``
+    laid out (x in tile, k, i, tile, N, v), zero at the columns a last tile computes past the map."""
+    block, width, n, key_dim, value_dim = grad_lambdas.shape
+    spatial = out.view(tile, key_dim, block, row_tiles(width, tile), n, value_dim)
+    whole, rest = divmod(width, tile)
+    grad_tiles = grad_lambdas[:, : whole * tile].view(block, whole, tile, n, key_dim, value_dim)
+    spatial[:, :, :, :whole].copy_(grad_tiles.permute(2, 4, 0, 1, 3, 5))
+    if rest:
+        spatial[:rest, :, :, whole].copy_(grad_lambdas[:, whole * tile :].permute(1, 3, 0, 2, 4))
+        spatial[rest:, :, :, whole].zero_()
 
 
 class RowBlockContraction(torch.autograd.Function):
@@ -392,22 +470,28 @@ class SpectralOperands:
         heads = queries.shape[1]
         kernel = reachable_taps(weight.reshape(key_dim, depth, r, r), height, width)
         ry, rx = kernel.shape[-2:]
-        length = circular_length(width, rx)
-        dft = RowDFT(width, rx, values.dtype, values.device, length)
-        self.fft_length = length if uses_fft(width) else 0
-        bins, pad_y = dft.bins, ry // 2
         self.block = row_block(height)
         self.blocks = -(-height // self.block)
         self.span = self.block + ry - 1
-        # Row spectra of every value map, laid out (f, u, row, re/im, N*v) with zero rows above
+        tile = row_tile(width, rx, self.span)
+        whole_rows, pad_x = tile == width, rx // 2
+        tiles = row_tiles(width, tile)
+        length = circular_length(width, rx) if whole_rows else None
+        dft = RowDFT(tile, rx, values.dtype, values.device, length, halo=not whole_rows)
+        self.fft_length = length if whole_rows and uses_fft(width) else 0
+        bins, pad_y = dft.bins, ry // 2
+        # Row spectra of every value map, laid out (f, u, row, re/im, (tile, N, v)) with zero rows above
         # and below the map, so that the input rows of each output block are a plain view.
         rows = values.reshape(n, depth, value_dim, height, width)
         if self.fft_length:
             spectra = torch.view_as_real(torch.fft.rfft(rows.to(_fft_dtype(rows.dtype)), n=length)).to(rows.dtype)
+        elif not whole_rows:  # each tile's inputs with their halo: overlapping windows of the zero-padded row
+            padded = F.pad(rows, (pad_x, pad_x + tiles * tile - width))
+            spectra = padded.unfold(-1, tile + 2 * pad_x, tile) @ dft.forward
         else:
             spectra = rows @ dft.forward
-        spectra = spectra.view(n, depth, value_dim, height, bins, 2).permute(4, 1, 3, 5, 0, 2)
-        spectra = spectra.reshape(bins, depth, height, 2, n * value_dim)
+        spectra = spectra.view(n, depth, value_dim, height, tiles, bins, 2).permute(5, 1, 3, 6, 4, 0, 2)
+        spectra = spectra.reshape(bins, depth, height, 2, tiles * n * value_dim)
         self.spectra = F.pad(spectra, (0, 0, 0, 0, pad_y, self.blocks * self.block + ry - 1 - height - pad_y))
         self.toeplitz = column_toeplitz((kernel @ dft.taps).reshape(key_dim, depth, ry, bins, 2), self.block)
         self.inverse = dft.inverse
@@ -467,8 +551,11 @@ def lambda_output_spectral_functional(
     windows = ops.spectra.unfold(2, ops.span, block)
     stacked = windows.permute(0, 1, 5, 3, 2, 4).reshape(bins, depth * ops.span * 2, blocks * columns)
     product = torch.bmm(ops.toeplitz, stacked)  # (f, (o, k, i), (b, N, v))
-    spatial = ops.inverse @ product.reshape(ops.inverse.shape[1], -1)  # (x, (k, i, b, N, v))
-    spatial = spatial.reshape(width, key_dim, block, blocks, n, value_dim).permute(3, 2, 0, 4, 1, 5)
-    lambdas = spatial.reshape(blocks * block, width, n, key_dim, value_dim)[:height] + ops.shared
+    spatial = ops.inverse @ product.reshape(ops.inverse.shape[1], -1)  # (x in tile, (k, i, b, tile, N, v))
+    tile = ops.inverse.shape[0]
+    tiles = row_tiles(width, tile)
+    spatial = spatial.reshape(tile, key_dim, block, blocks, tiles, n, value_dim)
+    spatial = spatial.permute(3, 2, 4, 0, 5, 1, 6)  # (b, i, tile, x in tile, N, k, v)
+    lambdas = spatial.reshape(blocks * block, tiles * tile, n, key_dim, value_dim)[:height, :width] + ops.shared
     out = torch.bmm(ops.q_rows, lambdas.reshape(-1, key_dim, value_dim))
     return out.view(ops.output_shape).permute(1, 2, 3, 0)
