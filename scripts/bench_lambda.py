@@ -321,20 +321,21 @@ def bench_memory(batch: int, heap: str) -> None:
 
 ROW_TRANSFORMS = ("whole", "fft", "default")
 """How the scaling sweep runs the rows: ``whole`` rows by the DFT GEMM, ``fft`` whole rows by a real FFT,
-``default`` what the layer picks (whole rows up to 56, tiles of them beyond, see ``spectral.row_tile``)."""
+``default`` what the layer picks (whole rows below ``spectral.TILE_MIN_WIDTH``, tiles from there, see
+``spectral.row_tile``)."""
 
 
 @contextlib.contextmanager
 def row_transform(kind: str):
     """Force the spectral row transform at every width: one of ``ROW_TRANSFORMS``."""
-    saved = spectral.FFT_MIN_WIDTH, spectral.TILE_ROWS
+    saved = spectral.FFT_MIN_WIDTH, spectral.TILE_MIN_WIDTH
     if kind != "default":
         spectral.FFT_MIN_WIDTH = 1 if kind == "fft" else 10**9
-        spectral.TILE_ROWS = False
+        spectral.TILE_MIN_WIDTH = 10**9
     try:
         yield
     finally:
-        spectral.FFT_MIN_WIDTH, spectral.TILE_ROWS = saved
+        spectral.FFT_MIN_WIDTH, spectral.TILE_MIN_WIDTH = saved
 
 
 def with_row_transform(kind: str, step):
@@ -345,15 +346,17 @@ def with_row_transform(kind: str, step):
     return run
 
 
-SCALING_SIDES = (56, 112, 160)
+SCALING_SIDES = (56, 112, 160, 224)
 
 
-def bench_scaling(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+def bench_scaling(
+    batch: int, rounds: int, device: torch.device, precision: str, sides: tuple[int, ...] = SCALING_SIDES
+) -> None:
     """Per-position cost of the 64-channel spectral layer (layer1's) at each side: whole rows by GEMM or FFT,
     and the default (tiled rows where ``row_tile`` cuts them), all interleaved."""
     for mode in ("forward + backward", "forward"):
         contenders, positions = {}, {}
-        for side in SCALING_SIDES:
+        for side in sides:
             torch.manual_seed(0)
             layer = LambdaLayer(64, implementation="spectral").to(device)
             x = torch.randn(batch, 64, side, side, device=device, requires_grad=mode != "forward")
@@ -367,16 +370,16 @@ def bench_scaling(batch: int, rounds: int, device: torch.device, precision: str)
         print(f"\n64-channel spectral layer, batch {batch}, {mode}: us per position (median of {rounds}, interleaved)")
         print(
             f"{'side':<6}{'whole rows':>11}{'FFT rows':>10}{'default':>9}  {'tile':<6}"
-            f"{'default / whole':>16}{'default / default at 56':>25}"
+            f"{'default / whole':>16}{f'default / default at {sides[0]}':>25}"
         )
         per_position = {key: 1e6 * seconds / positions[key[0]] for key, seconds in medians.items()}
-        at_56 = per_position[(SCALING_SIDES[0], "default")]
-        for side in SCALING_SIDES:
+        at_first = per_position[(sides[0], "default")]
+        for side in sides:
             whole, fft, default = (per_position[(side, kind)] for kind in ROW_TRANSFORMS)
             tile = spectral.row_tile(side, 23, spectral.row_block(side) + 22)
             print(
                 f"{side:<6}{whole:>11.2f}{fft:>10.2f}{default:>9.2f}  {tile:<6}"
-                f"{default / whole:>16.2f}{default / at_56:>25.2f}",
+                f"{default / whole:>16.2f}{default / at_first:>25.2f}",
                 flush=True,
             )
 
@@ -565,6 +568,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=sorted(PRECISION), default="fp32", help="autocast dtype")
     parser.add_argument("--with-measured", action="store_true", help="also lambda_resnet50 with measured choices")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repetitions per contender")
+    parser.add_argument("--sides", type=int, nargs="+", default=list(SCALING_SIDES), help="scaling: map sides")
     parser.add_argument("--with-reference-model", action="store_true", help="also time the whole reference model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
@@ -603,7 +607,7 @@ def main() -> None:
         if "memory" in parts and device.type == "cpu":
             bench_memory(batch, args.heap)
         if "scaling" in parts:
-            bench_scaling(batch, args.rounds, device, args.precision)
+            bench_scaling(batch, args.rounds, device, args.precision, tuple(args.sides))
             bench_backward_ratio(batch, args.rounds, device, args.precision)
         if "formulations" in parts:
             bench_formulations(batch, args.rounds, device, args.precision)

@@ -1,10 +1,10 @@
 """The spectral formulation's cost per position stays bounded with the map, and wide rows stay exact.
 
-Wide rows are cut into tiles (overlap-save, ``spectral.row_tile``) where that costs fewer
-multiply-adds; whole rows of width >= ``FFT_MIN_WIDTH`` that no tile suits (a prime width) use a
-real FFT instead of the dense DFT GEMM. The exactness tests force tiles and the FFT at small
-widths too (so they run fast) and check both at real wide maps, in float64 against the
-published formulation: outputs and all gradients.
+Rows of width >= ``TILE_MIN_WIDTH`` are cut into tiles (overlap-save, ``spectral.row_tile``);
+with tiles switched off, whole rows of width >= ``FFT_MIN_WIDTH`` use a real FFT instead of the
+dense DFT GEMM. The exactness tests force tiles and the FFT at small widths too (so they run
+fast) and check both at real wide maps, in float64 against the published formulation: outputs
+and all gradients.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_fft_rows_keep_macs_per_position_at_large_maps_not_above_56x56(monkeypat
     """What the FFT path buys when it is on for whole rows (here from width 96): large maps cost no more per
     position, by this count (it runs slower than the DFT GEMM, measured, hence tiles first)."""
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 96)
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     at_56 = spectral_macs_per_position(56, 56)
     assert spectral_macs_per_position(side, side) <= at_56, (side, spectral_macs_per_position(side, side), at_56)
 
@@ -38,23 +38,31 @@ def test_fft_rows_keep_macs_per_position_at_large_maps_not_above_56x56(monkeypat
 def test_dense_dft_cost_would_grow_with_the_width(monkeypatch):
     """The model sees the problem tiles fix: whole rows by the DFT GEMM, 160 costs more than 56."""
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 10**9)
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     assert spectral_macs_per_position(160, 160) > 1.3 * spectral_macs_per_position(56, 56)
 
 
-@pytest.mark.parametrize(("side", "tile"), [(56, 56), (28, 28), (112, 28), (160, 32), (224, 32)])
-def test_row_tile_keeps_whole_rows_up_to_56_and_tiles_wider_ones(side, tile):
+@pytest.mark.parametrize(("side", "tile"), [(28, 28), (56, 56), (160, 160), (224, 32), (320, 32)])
+def test_row_tile_keeps_whole_rows_below_the_switch_and_tiles_wider_ones(side, tile):
+    assert spectral.TILE_MIN_WIDTH == 192
     assert spectral.row_tile(side, 23, spectral.row_block(side) + 22) == tile
 
 
 def test_tiled_rows_cost_per_position_stays_near_56x56_at_any_width():
-    """Tiles bound the row DFT's cost: no width from 56 to 1024 costs more than 1.15x the 56x56 cost per
-    position (a whole row gets its zero padding for free, a tile pays for its halo), against 1.74x at 160
-    for whole rows."""
+    """Tiles bound the row DFT's cost: no width from the switch to 1024 costs more than 1.15x the 56x56 cost per
+    position (a whole row gets its zero padding for free, a tile pays for its halo), against 8.3x at 1024 for
+    whole rows."""
     at_56 = spectral_macs_per_position(56, 56)
-    worst = max(range(56, 1025), key=lambda width: spectral_macs_per_position(56, width))
+    widths = range(spectral.TILE_MIN_WIDTH, 1025)
+    worst = max(widths, key=lambda width: spectral_macs_per_position(56, width))
     assert spectral_macs_per_position(56, worst) <= 1.15 * at_56, worst
-    assert spectral_macs_per_position(160, 160) <= 1.15 * at_56
+    assert spectral_macs_per_position(224, 224) <= 1.15 * at_56
+
+
+def test_whole_rows_would_cost_more_and_more(monkeypatch):
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
+    monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 10**9)
+    assert spectral_macs_per_position(56, 1024) > 8 * spectral_macs_per_position(56, 56)
 
 
 @pytest.mark.parametrize(
@@ -121,12 +129,12 @@ def test_tiled_rows_gradcheck(monkeypatch):
 
 
 def test_wide_map_takes_tiles_and_is_exact(monkeypatch):
-    """A real wide map, the default rule: 112 columns of a 4-row map (a 7-row column kernel) in 6 tiles of 19,
-    the last one past the edge, against the published layer."""
+    """A real wide map, the default rule: 200 columns of a 4-row map (a 7-row column kernel) in 8 tiles of 25,
+    against the published layer."""
     built = record_row_dfts(monkeypatch)
     reference, fast = twin_layers(8, 1, "spectral", torch.float64)
-    assert_same_function(reference, fast, torch.randn(1, 8, 4, 112, dtype=torch.float64), 1e-10)
-    assert built and all(dft.inverse.shape == (19, 2 * ((19 + 22) // 2 + 1)) for dft in built)
+    assert_same_function(reference, fast, torch.randn(1, 8, 4, 200, dtype=torch.float64), 1e-10)
+    assert built and all(dft.inverse.shape == (25, 2 * ((25 + 22) // 2 + 1)) for dft in built)
 
 
 @pytest.mark.parametrize("minimum", [1, 7, 67, 123, 171, 1021])
@@ -162,7 +170,7 @@ def test_fft_inverse_and_adjoint_equal_the_dft_matrices(width, length):
 )
 def test_fft_rows_same_function_and_gradients_float64(monkeypatch, channels, stride, height, width, intra_depth):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     reference, fast = twin_layers(channels, stride, "spectral", torch.float64, intra_depth=intra_depth)
     assert_same_function(reference, fast, torch.randn(2, channels, height, width, dtype=torch.float64), 1e-10)
 
@@ -170,7 +178,7 @@ def test_fft_rows_same_function_and_gradients_float64(monkeypatch, channels, str
 @pytest.mark.parametrize(("stride", "width_past_the_switch"), [(1, 1), (2, 17)])
 def test_wide_map_uses_fft_and_is_exact(monkeypatch, stride, width_past_the_switch):
     """Whole rows (tiles off) past the switch take the FFT."""
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     width = spectral.FFT_MIN_WIDTH + width_past_the_switch
     assert spectral.uses_fft(width) and not spectral.uses_fft(spectral.FFT_MIN_WIDTH - 1)
     reference, fast = twin_layers(8, stride, "spectral", torch.float64)
@@ -179,7 +187,7 @@ def test_wide_map_uses_fft_and_is_exact(monkeypatch, stride, width_past_the_swit
 
 def test_functional_equals_eager_on_fft_rows(monkeypatch):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     torch.manual_seed(0)
     h, w = 7, 11
     args = (
@@ -195,7 +203,7 @@ def test_functional_equals_eager_on_fft_rows(monkeypatch):
 
 def test_fft_rows_gradcheck(monkeypatch):
     monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-    monkeypatch.setattr(spectral, "TILE_ROWS", False)
+    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
     torch.manual_seed(0)
     h, w = 4, 5
     args = (
@@ -218,7 +226,7 @@ def test_fft_rows_under_bf16_autocast_are_close(monkeypatch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             gemm_rows = fast(x).float()
             monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-            monkeypatch.setattr(spectral, "TILE_ROWS", False)
+            monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
             fft_rows = fast(x).float()
     assert torch.isfinite(fft_rows).all()
     assert rel(fft_rows, expected) < 2 * rel(gemm_rows, expected) + 1e-3

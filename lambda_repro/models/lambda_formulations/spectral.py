@@ -66,8 +66,8 @@ GEMM runs near peak and the FFT (with its reorders) does not: measured on the 2-
 (``scripts/bench_lambda.py --only scaling``, 64-channel layer, batch 8, interleaved), FFT rows
 were 1.3-1.7x slower than GEMM rows at widths 56, 112 and 160, forward and backward, and the
 ratio grew slowly with the width; 320 is that trend's crossover, extrapolated, not measured.
-With ``TILE_ROWS`` (the default) rows that wide are cut into tiles, whose DFT GEMM costs ~150
-multiply-adds per entry at any width, so the FFT only runs with tiles switched off."""
+With tiles (the default from ``TILE_MIN_WIDTH``) rows that wide are cut into tiles, so by default the
+FFT only runs with tiles switched off."""
 
 
 def uses_fft(width: int) -> bool:
@@ -75,9 +75,13 @@ def uses_fft(width: int) -> bool:
     return width >= FFT_MIN_WIDTH
 
 
-TILE_ROWS = True
-"""Wide rows are cut into tiles where that costs fewer multiply-adds (``row_tile``). False: whole rows at every
-width (what ``scripts/bench_lambda.py --only scaling`` compares the tiles against)."""
+TILE_MIN_WIDTH = 192
+"""Rows at least this wide are cut into tiles (``row_tile``); ``10**9`` switches tiles off. Measured on the 2-core
+AMD EPYC (Zen 3) host, 64-channel layer, interleaved against whole rows (``scripts/bench_lambda.py --only
+scaling``; batch 2 at 224 and 320): tiles cost the same at widths 112 and 160 (0.97-1.09x, forward and forward +
+backward; the inverse DFT GEMM is bound by memory there, not by its multiply-adds, while the tiles' column
+products grow), 0.71x forward and 0.92x forward + backward at 224, 0.75x and 0.78x at 320. 192 lies between
+the last tie and the first gain; it was not measured itself."""
 
 
 def row_dft_macs(tile: int, whole_row: bool, kernel_width: int, span: int) -> float:
@@ -91,11 +95,11 @@ def row_dft_macs(tile: int, whole_row: bool, kernel_width: int, span: int) -> fl
 
 
 def row_tile(width: int, kernel_width: int, span: int) -> int:
-    """Outputs per row tile: ``width`` (whole rows), or the tile width that costs the fewest multiply-adds per
-    output (``row_dft_macs``; a last tile past the map's edge computes columns that are dropped). At 56 and
-    narrower, whole rows (131 against 149 per entry at 56x56); at 112 tiles of 28 (149 against 182), at 160
-    tiles of 32 (147 against 228): near 150 at any width."""
-    return _cheapest_tile(width, kernel_width, span) if TILE_ROWS else width
+    """Outputs per row tile: ``width`` (whole rows) below ``TILE_MIN_WIDTH``, from there the tile width that costs
+    the fewest multiply-adds per output (``row_dft_macs``; a last tile past the map's edge computes columns that
+    are dropped), or the whole row where that costs fewer. Counted: at 56x56 whole rows cost 131 per entry (tiles
+    149); at 224 tiles of 32 cost 147 against 291, at 320 147 against 386: near 150 at any width."""
+    return _cheapest_tile(width, kernel_width, span) if width >= TILE_MIN_WIDTH else width
 
 
 @functools.lru_cache(maxsize=256)
@@ -487,7 +491,8 @@ class SpectralOperands:
             spectra = torch.view_as_real(torch.fft.rfft(rows.to(_fft_dtype(rows.dtype)), n=length)).to(rows.dtype)
         elif not whole_rows:  # each tile's inputs with their halo: overlapping windows of the zero-padded row
             padded = F.pad(rows, (pad_x, pad_x + tiles * tile - width))
-            spectra = padded.unfold(-1, tile + 2 * pad_x, tile) @ dft.forward
+            windows = padded.unfold(-1, tile + 2 * pad_x, tile).reshape(-1, tile + 2 * pad_x)  # one copy, one GEMM
+            spectra = windows @ dft.forward
         else:
             spectra = rows @ dft.forward
         spectra = spectra.view(n, depth, value_dim, height, tiles, bins, 2).permute(5, 1, 3, 6, 4, 0, 2)
