@@ -166,7 +166,9 @@ def test_evaluation_measures_for_inference_pins_and_records(manifest, tmp_path, 
     rule = score_job(dataclasses.replace(job, measure_formulations=False), SINGLE)
     assert not modes and rule["lambda_formulations_measured"] is False
     assert set(rule["lambda_formulations"].values()) <= {"dense", "spectral"}  # the rule never picks reference
-    assert math.isfinite(measured["loss"]) and rule["loss"] == pytest.approx(measured["loss"], rel=1e-5)
+    # Same function, other float32 rounding: the untrained logits are ~1e12, so the loss differs by ~1e-5
+    # relative between formulations (1.6e-5 in one full run, 0 alone); a wrong formulation is off by far more.
+    assert math.isfinite(measured["loss"]) and rule["loss"] == pytest.approx(measured["loss"], rel=1e-4)
     assert (rule["top1"], rule["top5"]) == (measured["top1"], measured["top5"])
 
 

@@ -78,10 +78,10 @@ def uses_fft(width: int) -> bool:
 TILE_MIN_WIDTH = 192
 """Rows at least this wide are cut into tiles (``row_tile``); ``10**9`` switches tiles off. Measured on the 2-core
 AMD EPYC (Zen 3) host, 64-channel layer, interleaved against whole rows (``scripts/bench_lambda.py --only
-scaling``; batch 2 at 224 and 320): tiles cost the same at widths 112 and 160 (0.97-1.09x, forward and forward +
-backward; the inverse DFT GEMM is bound by memory there, not by its multiply-adds, while the tiles' column
-products grow), 0.71x forward and 0.92x forward + backward at 224, 0.75x and 0.78x at 320. 192 lies between
-the last tie and the first gain; it was not measured itself."""
+scaling``): tiles cost the same at widths 112 and 160 (0.97-1.09x, forward and forward + backward, batch 8; the
+inverse DFT GEMM is bound by memory there, not by its multiply-adds, while the tiles' column products grow);
+at 224 0.83-0.99x forward and 0.92-1.00x forward + backward (batches 8 and 2), at 320 0.72-0.75x and 0.75-0.78x
+(batch 2). 192 lies between the last tie and the first gain; it was not measured itself."""
 
 
 def row_dft_macs(tile: int, whole_row: bool, kernel_width: int, span: int) -> float:
