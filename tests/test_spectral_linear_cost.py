@@ -99,35 +99,6 @@ def record_row_dfts(monkeypatch) -> list:
     return built
 
 
-def test_functional_equals_eager_on_tiled_rows(monkeypatch):
-    monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: 5)
-    torch.manual_seed(0)
-    h, w = 7, 15
-    args = (
-        torch.randn(2, 2, 4, h * w, dtype=torch.float64),
-        torch.randn(2, 1, 3, h * w, dtype=torch.float64),
-        torch.randn(2, 4, 3, dtype=torch.float64),
-        torch.randn(4, 1, 1, 23, 23, dtype=torch.float64),
-        torch.randn(4, dtype=torch.float64),
-    )
-    eager = lambda_output_spectral(*args, h, w)
-    assert rel(lambda_output_spectral_functional(*args, h, w), eager) < 1e-12
-
-
-def test_tiled_rows_gradcheck(monkeypatch):
-    monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: 2)
-    torch.manual_seed(0)
-    h, w = 4, 6
-    args = (
-        torch.randn(2, 2, 3, h * w, dtype=torch.float64, requires_grad=True),
-        torch.randn(2, 2, 2, h * w, dtype=torch.float64, requires_grad=True),
-        torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True),
-        torch.randn(3, 2, 1, 5, 5, dtype=torch.float64, requires_grad=True),
-        torch.randn(3, dtype=torch.float64, requires_grad=True),
-    )
-    assert torch.autograd.gradcheck(lambda q, v, c, wt, b: lambda_output_spectral(q, v, c, wt, b, h, w), args)
-
-
 def test_wide_map_takes_tiles_and_is_exact(monkeypatch):
     """A real wide map, the default rule: 200 columns of a 4-row map (a 7-row column kernel) in 8 tiles of 25,
     against the published layer."""
@@ -185,11 +156,19 @@ def test_wide_map_uses_fft_and_is_exact(monkeypatch, stride, width_past_the_swit
     assert_same_function(reference, fast, torch.randn(1, 8, 4, width, dtype=torch.float64), 1e-10)
 
 
-def test_functional_equals_eager_on_fft_rows(monkeypatch):
-    monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
+def force_rows(monkeypatch, rows: str, tile: int | None = None) -> None:
+    """Force whole rows by the real FFT (``"fft"``) or tiles of ``tile`` outputs (``"tiles"``) at any width."""
+    if rows == "fft":
+        monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
+        monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
+    else:
+        monkeypatch.setattr(spectral, "row_tile", lambda w, rx, span: tile)
+
+
+@pytest.mark.parametrize(("rows", "tile", "h", "w"), [("fft", None, 7, 11), ("tiles", 5, 7, 15)])
+def test_functional_equals_eager(monkeypatch, rows, tile, h, w):
+    force_rows(monkeypatch, rows, tile)
     torch.manual_seed(0)
-    h, w = 7, 11
     args = (
         torch.randn(2, 2, 4, h * w, dtype=torch.float64),
         torch.randn(2, 1, 3, h * w, dtype=torch.float64),
@@ -201,11 +180,10 @@ def test_functional_equals_eager_on_fft_rows(monkeypatch):
     assert rel(lambda_output_spectral_functional(*args, h, w), eager) < 1e-12
 
 
-def test_fft_rows_gradcheck(monkeypatch):
-    monkeypatch.setattr(spectral, "FFT_MIN_WIDTH", 1)
-    monkeypatch.setattr(spectral, "TILE_MIN_WIDTH", 10**9)
+@pytest.mark.parametrize(("rows", "tile", "h", "w"), [("fft", None, 4, 5), ("tiles", 2, 4, 6)])
+def test_row_kernel_gradcheck(monkeypatch, rows, tile, h, w):
+    force_rows(monkeypatch, rows, tile)
     torch.manual_seed(0)
-    h, w = 4, 5
     args = (
         torch.randn(2, 2, 3, h * w, dtype=torch.float64, requires_grad=True),
         torch.randn(2, 2, 2, h * w, dtype=torch.float64, requires_grad=True),

@@ -106,7 +106,7 @@ def row_tile(width: int, kernel_width: int, span: int) -> int:
 def _cheapest_tile(width: int, kernel_width: int, span: int) -> int:
     best, best_macs = width, row_dft_macs(width, True, kernel_width, span)
     for tile in range(1, width):
-        computed = -(-width // tile) * tile  # columns the tiles compute, the dropped ones too
+        computed = row_tiles(width, tile) * tile  # columns the tiles compute, the dropped ones too
         if (macs := row_dft_macs(tile, False, kernel_width, span) * computed / width) < best_macs:
             best, best_macs = tile, macs
     return best

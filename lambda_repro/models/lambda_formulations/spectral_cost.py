@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from lambda_repro.models.lambda_formulations.spectral import circular_length, row_block, row_tile, uses_fft
+from lambda_repro.models.lambda_formulations.spectral import circular_length, row_block, row_tile, row_tiles, uses_fft
 
 
 def real_fft_macs(length: int) -> float:
@@ -42,8 +42,9 @@ def spectral_macs_per_position(
     fft = whole_rows and uses_fft(width)
     per_entry = real_fft_macs(length) / width if fft else 2 * bins
     inputs_per_output = 1 if whole_rows else (tile + 2 * (rx // 2)) / tile  # a tile transforms its halo too
-    forward = depth * value_dim * per_entry * inputs_per_output
-    column = depth * key_dim * value_dim * 4 * span * bins / tile  # complex taps as 2x2 real blocks
-    inverse = key_dim * value_dim * per_entry
+    computed = row_tiles(width, tile) * tile / width  # a last tile past the edge computes dropped columns
+    forward = depth * value_dim * per_entry * inputs_per_output * computed
+    column = depth * key_dim * value_dim * 4 * span * bins / tile * computed  # complex taps as 2x2 real blocks
+    inverse = key_dim * value_dim * per_entry * computed
     contraction = heads * key_dim * value_dim
     return forward + column + inverse + contraction
