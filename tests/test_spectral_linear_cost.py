@@ -14,6 +14,7 @@ import copy
 import pytest
 import torch
 from test_lambda_fast import assert_same_function, rel, twin_layers
+from test_lambda_precision import output_and_input_grad
 
 import lambda_repro.models.lambda_formulations.spectral as spectral
 from lambda_repro.models.lambda_formulations.spectral import (
@@ -220,17 +221,9 @@ def test_tiled_rows_under_bf16_autocast_are_as_accurate_as_the_reference(monkeyp
     force_rows(monkeypatch, "tiles", 7)
     x = torch.randn(2, 16, 6, 30)
     grad = torch.randn(2, 16, 6, 30, dtype=torch.float64)
-
-    def output_and_input_grad(layer, inputs, dtype=None):
-        inputs = inputs.detach().clone().requires_grad_()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-            out = layer(inputs)
-        out.backward(grad.to(out.dtype))
-        return out.detach().double(), inputs.grad.double()
-
-    expected_out, expected_grad = output_and_input_grad(exact, x.double())
-    ref_out, ref_grad = output_and_input_grad(reference, x, torch.bfloat16)
-    tiled_out, tiled_grad = output_and_input_grad(tiled, x, torch.bfloat16)
+    expected_out, expected_grad = output_and_input_grad(exact, x.double(), grad)
+    ref_out, ref_grad = output_and_input_grad(reference, x, grad, torch.bfloat16)
+    tiled_out, tiled_grad = output_and_input_grad(tiled, x, grad, torch.bfloat16)
     assert 1e-3 < rel(ref_out, expected_out) < 3e-2  # bf16 rounding really happened
     assert rel(tiled_out, expected_out) < 1.5 * rel(ref_out, expected_out)
     assert rel(tiled_grad, expected_grad) < 1.5 * rel(ref_grad, expected_grad)
