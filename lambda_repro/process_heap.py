@@ -48,6 +48,17 @@ def user_chose_allocator(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
+_SETTING = {"kept": False}
+"""Whether ``keep_heap`` set this process's allocator: a record of process-wide state, which only ``keep_heap``
+changes (mallopt has no getter)."""
+
+
+def heap_kept() -> bool:
+    """Whether ``keep_heap`` kept this process's heap (it stays kept until the process exits). Code whose best
+    choice depends on page faults asks this (the spectral lambda layer keeps larger tensors for its backward)."""
+    return _SETTING["kept"]
+
+
 def keep_heap(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Keep this process's freed memory for reuse (see the module docstring); returns what was done, for logging.
 
@@ -61,6 +72,7 @@ def keep_heap(environ: dict[str, str] | None = None) -> dict[str, str]:
     if libc is None:
         return {"heap": "default"}
     kept = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_NEVER) == 1
+    _SETTING["kept"] = _SETTING["kept"] or kept
     return {"heap": "kept" if kept else "default"}
 
 

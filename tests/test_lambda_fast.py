@@ -198,6 +198,17 @@ def test_spectral_rebuilding_its_lambdas_keeps_less_than_the_published_layer(sid
     assert sum(spectral) < sum(reference), (sum(spectral), sum(reference))
 
 
+@pytest.mark.parametrize("side", [28, 56])
+def test_a_kept_heap_keeps_lambdas_over_the_cpu_size_limit(side, monkeypatch):
+    """Where the process keeps its heap (no page faults for fresh tensors) the size limit does not apply."""
+    from lambda_repro import process_heap
+
+    monkeypatch.setattr(spectral_module, "KEEP_LAMBDAS_MAX_BYTES_CPU", 1024)
+    monkeypatch.setattr(process_heap, "heap_kept", lambda: True)
+    lambdas = 2 * 16 * 16 * side * side
+    assert max(saved_for_backward("spectral", side)) >= lambdas
+
+
 def test_kept_and_rebuilt_lambdas_give_the_same_gradients(monkeypatch):
     """The backward from the kept lambdas and the one that rebuilds them compute the same numbers."""
     torch.manual_seed(0)

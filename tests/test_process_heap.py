@@ -18,15 +18,16 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys
     import torch
-    from lambda_repro.process_heap import keep_heap
+    from lambda_repro.process_heap import heap_kept, keep_heap
     done = keep_heap() if sys.argv[1] == "keep" else {"heap": "default"}
+    recorded = heap_kept()
     for warm_up in range(16):  # glibc settles its free blocks (memalign slack) within a few rounds
         torch.ones(16 * 2**20).sum()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for round in range(8):
         torch.ones(16 * 2**20).sum()  # 64 MiB, freed at once
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    print(json.dumps({"done": done, "faults_per_round": faults / 8}))
+    print(json.dumps({"done": done, "faults_per_round": faults / 8, "recorded": recorded}))
     """
 )
 PAGES_64_MIB = 64 * 2**20 // 4096
@@ -46,6 +47,7 @@ def run_child(mode: str, **env: str) -> dict:
 def test_a_kept_heap_reuses_freed_blocks_without_page_faults():
     default, kept = run_child("default"), run_child("keep")
     assert default["done"] == {"heap": "default"} and kept["done"] == {"heap": "kept"}
+    assert (default["recorded"], kept["recorded"]) == (False, True)  # what the spectral layer asks (heap_kept)
     # glibc hands the 64 MiB block back on free: every round faults it in again
     assert default["faults_per_round"] >= 0.9 * PAGES_64_MIB
     assert kept["faults_per_round"] < 0.1 * PAGES_64_MIB  # none once settled; a late re-split at most
@@ -54,7 +56,7 @@ def test_a_kept_heap_reuses_freed_blocks_without_page_faults():
 @needs_glibc
 def test_a_users_malloc_setting_is_left_alone():
     child = run_child("keep", MALLOC_ARENA_MAX="2")
-    assert child["done"] == {"heap": "left to MALLOC_ARENA_MAX"}
+    assert child["done"] == {"heap": "left to MALLOC_ARENA_MAX"} and child["recorded"] is False
     assert child["faults_per_round"] >= 0.9 * PAGES_64_MIB  # glibc's own behaviour, untouched
 
 

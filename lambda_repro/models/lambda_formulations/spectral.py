@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from lambda_repro import process_heap
 from lambda_repro.models.lambda_formulations.kernel import reachable_taps, shared_lambda
 from lambda_repro.models.lambda_formulations.wide_product import small_times_wide
 
@@ -43,12 +44,17 @@ holds 0.96-1.10x what it holds for the published layer at 56x56 / 28x28), instea
 block (0.32-0.47x). False: always the lower-memory rebuild (what compile's custom op runs)."""
 
 KEEP_LAMBDAS_MAX_BYTES_CPU = 32 * 2**20
-"""On CPU the lambdas are kept only up to this size. A fresh tensor of that size costs page faults on every step,
-and past some size they cost more than the rebuild saves. Measured interleaved on the 2-core CPU host (sgemm
-~290-340 / conv ~250-285 GFLOP/s): keeping them all made lambda_resnet50 training 0.68x -> 0.72x resnet50 at
-batch 8 (lambdas 13-51 MB per layer; 9% and 13% faster fwd+bwd for the 64-channel 56x56 and 128-channel 28x28
-layers, no change for the 128-channel 56x56 one, 51 MB) and 0.67x -> 0.64x at batch 32 (51-205 MB). On CUDA (a
-caching allocator, no page faults) they are always kept; that path was never run on a GPU."""
+"""On CPU, in a process whose heap glibc trims (the default; ``process_heap``), the lambdas are kept only up to this
+size: a fresh tensor that large costs page faults on every step, and past some size they cost more than the
+rebuild saves. Where the heap is kept (``process_heap.keep_heap``: every process the stages own, and
+``scripts/bench_lambda.py``) the pages are reused without faults and the lambdas are kept at any size. Measured on
+the 2-core AMD EPYC (Zen 3) host, 2026-12-08 (frame sgemm ~140 / 3x3 conv ~132 GFLOP/s), lambda_resnet50 training
+interleaved beside resnet50, this limit against keeping them all: with the heap kept 0.889x -> 0.963x resnet50 at
+batch 32 (lambdas 51-205 MB per layer) and 0.831x -> 0.847x at batch 8 (only the 128-channel 56x56 layer's, 51 MB,
+is over the limit); with glibc's default heap 0.813x -> 0.764x at batch 32, hence the limit there. Per layer, with
+the heap kept: forward + backward 8% faster for the 128-channel 56x56 layer at batch 8, 19% for the 64-channel
+56x56 and 128-channel 28x28 layers at batch 32. On CUDA (a caching allocator, no page faults) they are always
+kept; that path was never run on a GPU."""
 
 
 def keeps_lambdas(q_rows: torch.Tensor, value_dim: int) -> bool:
@@ -56,7 +62,7 @@ def keeps_lambdas(q_rows: torch.Tensor, value_dim: int) -> bool:
     if not KEEP_LAMBDAS_FOR_BACKWARD:
         return False
     size = q_rows.shape[0] * q_rows.shape[2] * value_dim * q_rows.element_size()
-    return q_rows.device.type == "cuda" or size <= KEEP_LAMBDAS_MAX_BYTES_CPU
+    return q_rows.device.type == "cuda" or size <= KEEP_LAMBDAS_MAX_BYTES_CPU or process_heap.heap_kept()
 
 
 FFT_MIN_WIDTH = 320
