@@ -21,7 +21,9 @@ repetitions, so that load from other processes hits every contender alike:
    (oneDNN on CPU float32), at the widths ``spectral`` runs at;
 6. ``ops``: where each model spends a training / inference step (``torch.profiler`` top ops);
 7. ``compile``: the default model, ``torch.compile`` against eager, inference and a training
-   step, interleaved (compile time printed apart).
+   step, interleaved (compile time printed apart);
+8. ``keeping`` (CPU): lambda_resnet50 training with the spectral layer's lambdas kept for the backward at
+   any size (what a kept heap gets) against the size limit of glibc's default heap, beside resnet50.
 
 Usage::
 
@@ -33,6 +35,7 @@ Usage::
     python scripts/bench_lambda.py --only compile --batch 2                # compile vs eager (minutes)
     python scripts/bench_lambda.py --device cuda --precision bf16   # GPU, bf16 autocast
     python scripts/bench_lambda.py --only models --heap default     # glibc's heap trimming, as a script of yours
+    python scripts/bench_lambda.py --only keeping --batch 8 32      # lambdas kept at any size vs the CPU size limit
 
 By default this process keeps its freed heap (``lambda_repro.process_heap``), as the stages'
 processes do: on CPU, glibc otherwise hands large freed blocks back to the kernel and every
@@ -54,6 +57,7 @@ import time
 import torch
 from torch import nn
 
+from lambda_repro import process_heap
 from lambda_repro.models import LambdaLayer, benchmark_formulations, create_model
 from lambda_repro.models.lambda_formulations import chooser, spectral
 from lambda_repro.models.lambda_formulations.chooser import SWITCH_MARGIN, candidate_formulations, rule_formulation
@@ -535,6 +539,39 @@ def with_spectral_capture(as_op: bool, step):
     return run
 
 
+def with_lambda_size_limit(step):
+    """Run ``step`` as in a process with glibc's default heap: lambdas over ``KEEP_LAMBDAS_MAX_BYTES_CPU`` are
+    rebuilt in the backward (the heap this process keeps stays kept; only the spectral layer's choice changes)."""
+
+    def run() -> None:
+        saved = process_heap.heap_kept
+        process_heap.heap_kept = lambda: False
+        try:
+            step()
+        finally:
+            process_heap.heap_kept = saved
+
+    return run
+
+
+def bench_keeping(batch: int, rounds: int, device: torch.device, precision: str) -> None:
+    """lambda_resnet50 training with its lambdas kept at any size (a kept heap) against the CPU size limit."""
+    x = torch.randn(batch, 3, 224, 224, device=device)
+    target = torch.randint(0, 1000, (batch,), device=device)
+    models = {name: build(name.split(" ")[0], device) for name in ("lambda_resnet50 keep", "lambda_resnet50 limit")}
+    models["resnet50"] = build("resnet50", device)
+    steps = {name: train_step(model.train(), x, target, precision) for name, model in models.items()}
+    steps["lambda_resnet50 limit"] = with_lambda_size_limit(steps["lambda_resnet50 limit"])
+    medians = interleaved_medians(steps, rounds, device)
+    limit_mib = spectral.KEEP_LAMBDAS_MAX_BYTES_CPU / 2**20
+    print(
+        f"\ntrain, batch {batch} at 224, {precision}: lambdas kept at any size or up to {limit_mib:.0f} MiB per layer"
+    )
+    print(f"(ms per step, median of {rounds} interleaved; heap {'kept' if process_heap.heap_kept() else 'default'})")
+    for name, seconds in medians.items():
+        print(f"{name:<28}{1e3 * seconds:>9.0f}  {medians['resnet50'] / seconds:.3f}x resnet50", flush=True)
+
+
 def bench_ops(batch: int, device: torch.device, precision: str, rows: int = 18) -> None:
     """Where each model spends a step (torch.profiler, self time per op), training and inference."""
     from torch.profiler import ProfilerActivity, profile
@@ -559,7 +596,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--only",
-        choices=("layers", "models", "layouts", "memory", "scaling", "formulations", "rowdft", "compile", "ops"),
+        choices=(
+            "layers",
+            "models",
+            "layouts",
+            "memory",
+            "scaling",
+            "formulations",
+            "rowdft",
+            "compile",
+            "ops",
+            "keeping",
+        ),
         action="append",
     )
     parser.add_argument("--resolution", type=int, default=224, help="input side of --only compile and layouts")
@@ -615,6 +663,8 @@ def main() -> None:
             bench_row_dft(batch, args.rounds, device)
         if "ops" in parts:
             bench_ops(batch, device, args.precision)
+        if "keeping" in parts and device.type == "cpu":
+            bench_keeping(batch, args.rounds, device, args.precision)
         if "compile" in parts:
             bench_compile(batch, args.rounds, device, args.precision, args.resolution, args.compile_functional)
     print("\n" + host_frame(device))
